@@ -1,0 +1,1 @@
+//! openclaw-cloud's GitOps compiler.
