@@ -1,1 +1,28 @@
-//! proxy
+//! The token proxy: the only way tenant pods reach an LLM or a connected service.
+//!
+//! Pods hold a per-tenant proxy token; the proxy holds the platform's real keys. It authenticates the token
+//! against the tenant table the compiler renders ([`table`], kept current by [`reload`]), enforces the
+//! tenant's limits ([`limits`], fed by the api's [`budget_feed`]), forwards LLM calls ([`llm`]) and
+//! connection calls ([`connections`]) with the platform's credentials, meters tokens as responses stream
+//! through ([`metering`]) and ships usage events to the api ([`usage`]). It links neither the api nor the
+//! compiler and keeps no state on disk: any replica can serve any request.
+//!
+//! Invariant: tokens, platform keys and request contents never reach a log line, a metric label or an
+//! error message.
+
+pub mod api_error;
+pub mod app;
+pub mod budget_feed;
+pub mod config;
+pub mod connections;
+pub mod limits;
+pub mod llm;
+pub mod metering;
+pub mod metrics;
+pub mod reload;
+pub mod server;
+pub mod table;
+pub mod usage;
+
+pub use config::Config;
+pub use server::{start, Running, ServeError};

@@ -1,0 +1,249 @@
+//! The HTTP surface: shared state, routes and the small handlers (health, readiness, metrics, fallback).
+//!
+//! This module owns [`App`], the state every handler reads, built once from the configuration, and the
+//! router. LLM calls live in [`crate::llm`], connection calls in [`crate::connections`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+
+use crate::api_error::{ApiError, ErrorKind, Flavor};
+use crate::config::{ms, trim_base, Config};
+use crate::limits::Limiters;
+use crate::metrics::Metrics;
+use crate::reload::TableHandle;
+use crate::table::{Lookup, Tenant, TenantState};
+use crate::usage::UsageSink;
+
+/// An upstream with its platform credential already turned into a (sensitive) header value.
+pub struct UpstreamTarget {
+    pub base: String,
+    pub auth: HeaderValue,
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    pub table: TableHandle,
+    pub limiters: Arc<Limiters>,
+    pub usage: UsageSink,
+    pub metrics: Metrics,
+    pub client: reqwest::Client,
+    pub openai: Option<UpstreamTarget>,
+    pub anthropic: Option<UpstreamTarget>,
+    pub nango: Option<UpstreamTarget>,
+    pub max_body_bytes: usize,
+    pub upstream_timeout: Duration,
+    pub default_output_estimate: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0} is not usable in an HTTP header")]
+    Credential(&'static str),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+fn sensitive(prefix: &str, secret: &str, what: &'static str) -> Result<HeaderValue, BuildError> {
+    let mut v = HeaderValue::from_str(&format!("{prefix}{secret}"))
+        .map_err(|_| BuildError::Credential(what))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// The outbound client: bounded pool, timeouts, no automatic retries or redirects.
+pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
+    let l = &config.limits;
+    reqwest::Client::builder()
+        .connect_timeout(ms(l.connect_timeout_ms))
+        .read_timeout(ms(l.upstream_read_timeout_ms))
+        .pool_max_idle_per_host(l.pool_max_idle_per_host)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| BuildError::Client(e.to_string()))
+}
+
+impl App {
+    pub fn new(
+        config: &Config,
+        table: TableHandle,
+        limiters: Arc<Limiters>,
+        usage: UsageSink,
+        metrics: Metrics,
+        client: reqwest::Client,
+    ) -> Result<Self, BuildError> {
+        let openai = match &config.upstreams.openai {
+            Some(u) => Some(UpstreamTarget {
+                base: trim_base(&u.base_url).to_owned(),
+                auth: sensitive(
+                    "Bearer ",
+                    u.api_key.expose_secret(),
+                    "upstreams.openai.api_key",
+                )?,
+            }),
+            None => None,
+        };
+        let anthropic = match &config.upstreams.anthropic {
+            Some(u) => Some(UpstreamTarget {
+                base: trim_base(&u.base_url).to_owned(),
+                auth: sensitive("", u.api_key.expose_secret(), "upstreams.anthropic.api_key")?,
+            }),
+            None => None,
+        };
+        let nango = match &config.nango {
+            Some(n) => Some(UpstreamTarget {
+                base: trim_base(&n.base_url).to_owned(),
+                auth: sensitive("Bearer ", n.secret_key.expose_secret(), "nango.secret_key")?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            table,
+            limiters,
+            usage,
+            metrics,
+            client,
+            openai,
+            anthropic,
+            nango,
+            max_body_bytes: config.limits.max_body_bytes,
+            upstream_timeout: ms(config.limits.upstream_timeout_ms),
+            default_output_estimate: config.limits.default_output_estimate,
+        })
+    }
+
+    /// Resolves a presented token to an active tenant.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Arc<Tenant>, ApiError> {
+        let Some(table) = self.table.current() else {
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "the proxy has no tenant table yet; retry shortly",
+            ));
+        };
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(ApiError::new(
+                ErrorKind::Authentication,
+                "missing proxy token: send it as Authorization: Bearer <token> (or x-api-key for /v1/messages)",
+            ));
+        };
+        match table.lookup(token) {
+            Lookup::Unknown => Err(ApiError::new(
+                ErrorKind::Authentication,
+                "invalid proxy token: it was never issued or has been rotated",
+            )),
+            Lookup::Found(t) if t.state == TenantState::Suspended => Err(ApiError::new(
+                ErrorKind::Permission,
+                format!("tenant {} is suspended", t.name),
+            )),
+            Lookup::Found(t) => Ok(t),
+        }
+    }
+
+    /// Reads a request body up to the configured limit.
+    pub async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let limit = self.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                ErrorKind::TooLarge,
+                format!("request body exceeds the limit of {limit} bytes"),
+            )
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(ErrorKind::InvalidRequest, "request body could not be read")
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+/// The token a caller presented: `Authorization: Bearer`, or `x-api-key` where `api_key_header` allows it.
+pub fn presented_token(headers: &HeaderMap, api_key_header: bool) -> Option<&str> {
+    if api_key_header {
+        if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            return Some(v.trim());
+        }
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(crate::llm::chat_completions))
+        .route("/v1/messages", post(crate::llm::messages))
+        .route("/v1/models", get(crate::llm::models))
+        .route(
+            "/connections/{provider}/{*path}",
+            any(crate::connections::forward),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.table.current() {
+        Some(t) => format!("ready: {} tenants\n", t.len()).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no tenant table loaded\n").into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn fallback(uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        ErrorKind::NotFound,
+        format!(
+            "no route {}: the proxy serves /v1/chat/completions, /v1/messages, /v1/models and /connections/<provider>/<path>",
+            uri.path()
+        ),
+    )
+    .render(Flavor::OpenAi)
+}

@@ -1,0 +1,139 @@
+//! Connection calls: `/connections/<provider>/<path>` relayed to Nango's `/proxy/<path>`.
+//!
+//! This module owns the rule that a tenant reaches only its own connections: the Connection-Id and
+//! Provider-Config-Key come from the tenant's table entry, never from the caller, and the platform's Nango
+//! secret key is added here and nowhere else. Caller headers are relayed from an allowlist, so a caller
+//! cannot smuggle its own Connection-Id.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode, Uri};
+use axum::response::Response;
+
+use crate::api_error::{ApiError, ErrorKind, Flavor};
+use crate::app::{presented_token, App};
+use crate::llm::send_upstream;
+use crate::table::Provider;
+
+const RELAYED_REQUEST_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::USER_AGENT,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+];
+
+const RELAYED_RESPONSE_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_DISPOSITION,
+    header::CACHE_CONTROL,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::LINK,
+    header::RETRY_AFTER,
+];
+
+pub async fn forward(
+    State(app): State<Arc<App>>,
+    Path((provider, path)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let resp = match relay(&app, &provider, &path, method, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.render(Flavor::OpenAi),
+    };
+    app.metrics
+        .requests
+        .with_label_values(&["connections", resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn relay(
+    app: &App,
+    provider: &str,
+    path: &str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = app.authenticate(presented_token(headers, true))?;
+    let not_connected = || {
+        ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "tenant {} has no {provider} connection; connect {provider} from the dashboard first",
+                tenant.name
+            ),
+        )
+    };
+    let connection = Provider::parse(provider)
+        .and_then(|p| tenant.connection(p))
+        .ok_or_else(not_connected)?;
+    let Some(nango) = &app.nango else {
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "connection calls are not configured on this proxy",
+        ));
+    };
+    let _admission = app.limiters.admit_call(&tenant).map_err(|r| {
+        app.metrics
+            .rejections
+            .with_label_values(&[r.reason()])
+            .inc();
+        ApiError::new(
+            ErrorKind::RateLimitRequests,
+            "rate limit reached for this tenant",
+        )
+        .header("retry-after", 1)
+    })?;
+    let body = app.read_body(headers, body).await?;
+    let mut url = format!("{}/proxy/{}", nango.base, path.trim_start_matches('/'));
+    if let Some(q) = uri.query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
+        .map_err(|_| ApiError::new(ErrorKind::InvalidRequest, "unsupported method"))?;
+    let mut req = app
+        .client
+        .request(method, url)
+        .header(header::AUTHORIZATION, nango.auth.clone())
+        .header("connection-id", connection.connection_id.as_str())
+        .header(
+            "provider-config-key",
+            connection.provider_config_key.as_str(),
+        );
+    for name in RELAYED_REQUEST_HEADERS {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v);
+        }
+    }
+    if !body.is_empty() {
+        req = req.body(body);
+    }
+    let resp = send_upstream(app, req, "connections").await?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_server_error() {
+        app.metrics
+            .upstream_errors
+            .with_label_values(&["connections", "status_5xx"])
+            .inc();
+    }
+    let mut out = HeaderMap::new();
+    for name in RELAYED_RESPONSE_HEADERS {
+        if let Some(v) = resp.headers().get(name) {
+            out.insert(name.clone(), v.clone());
+        }
+    }
+    let mut response = Response::new(Body::from_stream(resp.bytes_stream()));
+    *response.status_mut() = status;
+    *response.headers_mut() = out;
+    Ok(response)
+}

@@ -1,0 +1,721 @@
+//! LLM calls: OpenAI chat completions, Anthropic messages and the model list.
+//!
+//! This module owns one request's life: authenticate, read and check the body, admit it against the
+//! tenant's limits, forward it with the platform key, and stream the answer back through a [`MeteredBody`]
+//! that counts tokens as they pass and records exactly one usage event when the response ends, fails, or is
+//! abandoned by the client. Nothing is spawned per request: the body is driven by the client's reads, so a
+//! slow client slows the upstream read (back-pressure) and a vanished client drops everything at once.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::Stream;
+use serde_json::Value;
+
+use crate::api_error::{is_in_flavor, wrap_upstream, ApiError, ErrorKind, Flavor};
+use crate::app::{presented_token, App, UpstreamTarget};
+use crate::limits::{Admission, Rejection, WARNING_RATIO};
+use crate::metering::{read_body, ApiKind, Reading, StreamMeter};
+use crate::table::Tenant;
+use crate::usage::UsageEvent;
+
+/// Request headers relayed to the upstream (Kimi Code checks the User-Agent).
+const RELAYED_REQUEST_HEADERS: &[&str] = &[
+    "user-agent",
+    "accept",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+    "x-request-id",
+];
+
+/// Response headers relayed to the caller.
+const RELAYED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "retry-after",
+    "x-request-id",
+    "request-id",
+];
+
+/// Largest upstream error body relayed; larger ones are replaced by a proxy error.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest non-streaming body kept aside for metering (the body itself is streamed regardless).
+const MAX_METERED_BODY: usize = 16 * 1024 * 1024;
+
+pub const BUDGET_WARNING_HEADER: &str = "x-openclaw-budget-warning";
+
+pub async fn chat_completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, ApiKind::OpenAi, headers, body).await
+}
+
+pub async fn messages(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    handle(app, ApiKind::Anthropic, headers, body).await
+}
+
+fn route(api: ApiKind) -> &'static str {
+    match api {
+        ApiKind::OpenAi => "chat_completions",
+        ApiKind::Anthropic => "messages",
+    }
+}
+
+async fn handle(app: Arc<App>, api: ApiKind, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let flavor = Flavor::from(api);
+    match prepare(&app, api, &headers, body).await {
+        Ok(prepared) => forward(app, api, &headers, prepared, started).await,
+        Err(e) => {
+            app.metrics
+                .requests
+                .with_label_values(&[route(api), e.status().as_str()])
+                .inc();
+            e.render(flavor)
+        }
+    }
+}
+
+/// A request that passed every check and holds its share of the tenant's limits.
+struct Prepared {
+    tenant: Arc<Tenant>,
+    model: String,
+    stream: bool,
+    strip_usage_chunk: bool,
+    body: Bytes,
+    admission: Admission,
+}
+
+async fn prepare(
+    app: &App,
+    api: ApiKind,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Prepared, ApiError> {
+    let tenant = app.authenticate(presented_token(headers, api == ApiKind::Anthropic))?;
+    let raw = app.read_body(headers, body).await?;
+    let mut value: Value = serde_json::from_slice(&raw).map_err(|e| {
+        // serde_json's syntax errors give a position, never the content.
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "request body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let obj = value.as_object_mut().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            "request body must be a JSON object",
+        )
+    })?;
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                "`model` is required and must be a non-empty string",
+            ))
+        }
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                "`stream` must be a boolean",
+            ))
+        }
+    };
+    let max_output = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_u64))
+        .unwrap_or(u64::from(app.default_output_estimate));
+    // About four bytes per input token is a deliberate overestimate for JSON-wrapped text.
+    let estimate = raw.len() as u64 / 4 + max_output;
+
+    let mut strip_usage_chunk = false;
+    let body = if api == ApiKind::OpenAi && stream {
+        let asked = obj
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if asked {
+            raw
+        } else {
+            strip_usage_chunk = true;
+            let opts = obj
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !opts.is_object() {
+                *opts = Value::Object(Default::default());
+            }
+            if let Some(o) = opts.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+            Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        }
+    } else {
+        raw
+    };
+
+    let upstream_configured = match api {
+        ApiKind::OpenAi => app.openai.is_some(),
+        ApiKind::Anthropic => app.anthropic.is_some(),
+    };
+    if !upstream_configured {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("this proxy has no {} upstream configured", api.as_str()),
+        ));
+    }
+
+    let admission = app
+        .limiters
+        .admit(&tenant, estimate, true)
+        .map_err(|r| rejection(app, api, r))?;
+    Ok(Prepared {
+        tenant,
+        model,
+        stream,
+        strip_usage_chunk,
+        body,
+        admission,
+    })
+}
+
+fn rfc3339_in(d: std::time::Duration) -> String {
+    (Utc::now() + chrono::Duration::from_std(d).unwrap_or_default())
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Turns a limiter refusal into a 429 with the caller's style of rate-limit headers.
+fn rejection(app: &App, api: ApiKind, r: Rejection) -> ApiError {
+    app.metrics
+        .rejections
+        .with_label_values(&[r.reason()])
+        .inc();
+    let secs = |d: std::time::Duration| d.as_secs_f64().ceil().max(1.0) as u64;
+    match r {
+        Rejection::Requests { limit, retry_after } => {
+            let e = ApiError::new(
+                ErrorKind::RateLimitRequests,
+                format!(
+                    "rate limit reached: {limit} requests per minute; retry after {} s",
+                    secs(retry_after)
+                ),
+            )
+            .header("retry-after", secs(retry_after));
+            match api {
+                ApiKind::OpenAi => e
+                    .header("x-ratelimit-limit-requests", limit)
+                    .header("x-ratelimit-remaining-requests", 0)
+                    .header(
+                        "x-ratelimit-reset-requests",
+                        format!("{}s", secs(retry_after)),
+                    ),
+                ApiKind::Anthropic => e
+                    .header("anthropic-ratelimit-requests-limit", limit)
+                    .header("anthropic-ratelimit-requests-remaining", 0)
+                    .header(
+                        "anthropic-ratelimit-requests-reset",
+                        rfc3339_in(retry_after),
+                    ),
+            }
+        }
+        Rejection::Tokens { limit, retry_after } => {
+            let e = ApiError::new(
+                ErrorKind::RateLimitTokens,
+                format!(
+                    "rate limit reached: {limit} tokens per minute; retry after {} s",
+                    secs(retry_after)
+                ),
+            )
+            .header("retry-after", secs(retry_after));
+            match api {
+                ApiKind::OpenAi => e
+                    .header("x-ratelimit-limit-tokens", limit)
+                    .header("x-ratelimit-remaining-tokens", 0)
+                    .header(
+                        "x-ratelimit-reset-tokens",
+                        format!("{}s", secs(retry_after)),
+                    ),
+                ApiKind::Anthropic => e
+                    .header("anthropic-ratelimit-tokens-limit", limit)
+                    .header("anthropic-ratelimit-tokens-remaining", 0)
+                    .header("anthropic-ratelimit-tokens-reset", rfc3339_in(retry_after)),
+            }
+        }
+        Rejection::Concurrency { limit } => ApiError::new(
+            ErrorKind::RateLimitRequests,
+            format!("too many requests in flight: at most {limit} at once"),
+        )
+        .header("retry-after", 1),
+        Rejection::Budget { budget, resets_at } => {
+            let wait = (resets_at - Utc::now()).num_seconds().max(1);
+            ApiError::new(
+                ErrorKind::InsufficientQuota,
+                format!(
+                    "insufficient_quota: the monthly budget of {budget} tokens is spent; it resets at {}",
+                    resets_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            )
+            .header("retry-after", wait)
+        }
+    }
+}
+
+fn relay_request_headers(
+    from: &HeaderMap,
+    mut req: reqwest::RequestBuilder,
+) -> reqwest::RequestBuilder {
+    for name in RELAYED_REQUEST_HEADERS {
+        if let Some(v) = from.get(*name) {
+            req = req.header(*name, v);
+        }
+    }
+    req
+}
+
+fn relay_response_headers(from: &reqwest::header::HeaderMap, to: &mut HeaderMap) {
+    for name in RELAYED_RESPONSE_HEADERS {
+        if let Some(v) = from.get(*name) {
+            to.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+}
+
+fn upstream_of(app: &App, api: ApiKind) -> &UpstreamTarget {
+    match api {
+        ApiKind::OpenAi => app.openai.as_ref(),
+        ApiKind::Anthropic => app.anthropic.as_ref(),
+    }
+    .expect("checked in prepare")
+}
+
+fn authorize(
+    api: ApiKind,
+    target: &UpstreamTarget,
+    req: reqwest::RequestBuilder,
+) -> reqwest::RequestBuilder {
+    match api {
+        ApiKind::OpenAi => req.header(header::AUTHORIZATION, target.auth.clone()),
+        ApiKind::Anthropic => req.header("x-api-key", target.auth.clone()),
+    }
+}
+
+/// Sends a request upstream, bounded by the time allowed until response headers arrive.
+pub async fn send_upstream(
+    app: &App,
+    req: reqwest::RequestBuilder,
+    route: &'static str,
+) -> Result<reqwest::Response, ApiError> {
+    match tokio::time::timeout(app.upstream_timeout, req.send()).await {
+        Err(_) => {
+            app.metrics
+                .upstream_errors
+                .with_label_values(&[route, "timeout"])
+                .inc();
+            Err(ApiError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the upstream did not answer within {} s",
+                    app.upstream_timeout.as_secs_f64()
+                ),
+            ))
+        }
+        Ok(Err(e)) if e.is_timeout() => {
+            app.metrics
+                .upstream_errors
+                .with_label_values(&[route, "timeout"])
+                .inc();
+            Err(ApiError::new(
+                ErrorKind::Timeout,
+                "the upstream did not answer in time",
+            ))
+        }
+        Ok(Err(e)) => {
+            app.metrics
+                .upstream_errors
+                .with_label_values(&[route, "connect"])
+                .inc();
+            tracing::warn!(route, error = %e.without_url(), "upstream request failed");
+            Err(ApiError::new(
+                ErrorKind::BadGateway,
+                "the upstream could not be reached or closed the connection",
+            ))
+        }
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+/// Reads an upstream body up to `limit` bytes; `None` if it is longer or fails.
+pub async fn read_limited(resp: reqwest::Response, limit: usize) -> Option<Bytes> {
+    use futures_util::StreamExt;
+    let mut buf = BytesMut::new();
+    let mut s = resp.bytes_stream();
+    while let Some(c) = s.next().await {
+        let c = c.ok()?;
+        if buf.len() + c.len() > limit {
+            return None;
+        }
+        buf.extend_from_slice(&c);
+    }
+    Some(buf.freeze())
+}
+
+async fn forward(
+    app: Arc<App>,
+    api: ApiKind,
+    headers: &HeaderMap,
+    p: Prepared,
+    started: Instant,
+) -> Response {
+    let flavor = Flavor::from(api);
+    let target = upstream_of(&app, api);
+    let path = match api {
+        ApiKind::OpenAi => "/v1/chat/completions",
+        ApiKind::Anthropic => "/v1/messages",
+    };
+    let mut req = app
+        .client
+        .post(format!("{}{path}", target.base))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(p.body.clone());
+    req = authorize(api, target, relay_request_headers(headers, req));
+    if api == ApiKind::Anthropic && !headers.contains_key("anthropic-version") {
+        req = req.header("anthropic-version", "2023-06-01");
+    }
+    let warning = p.admission.headroom.budget_used_ratio >= WARNING_RATIO;
+    let mut meter = Meter {
+        app: app.clone(),
+        api,
+        tenant: p.tenant.clone(),
+        model: p.model,
+        started,
+        started_at: Utc::now(),
+        admission: Some(p.admission),
+        status: 0,
+    };
+    let resp = match send_upstream(&app, req, route(api)).await {
+        Ok(r) => r,
+        Err(e) => {
+            meter.status = e.status().as_u16();
+            meter.finish(Reading::default(), true);
+            return e.render(flavor);
+        }
+    };
+    app.metrics
+        .time_to_first_byte
+        .with_label_values(&[route(api)])
+        .observe(started.elapsed().as_secs_f64());
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    meter.status = status.as_u16();
+    let mut out_headers = HeaderMap::new();
+    relay_response_headers(resp.headers(), &mut out_headers);
+
+    if !status.is_success() {
+        let kind = if status.is_server_error() {
+            "status_5xx"
+        } else {
+            "status_4xx"
+        };
+        app.metrics
+            .upstream_errors
+            .with_label_values(&[route(api), kind])
+            .inc();
+        let body = read_limited(resp, MAX_ERROR_BODY).await;
+        meter.finish(Reading::default(), false);
+        let mut response = match body {
+            Some(b) if is_in_flavor(flavor, &b) => {
+                let mut r = Response::new(Body::from(b));
+                *r.status_mut() = status;
+                r.headers_mut().extend(out_headers);
+                return r;
+            }
+            _ => wrap_upstream(flavor, status),
+        };
+        if let Some(v) = out_headers.get(header::RETRY_AFTER) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, v.clone());
+        }
+        return response;
+    }
+
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mode = if p.stream || is_sse {
+        Mode::Sse(StreamMeter::new(api, p.strip_usage_chunk))
+    } else {
+        Mode::Json {
+            buf: BytesMut::new(),
+            overflow: false,
+        }
+    };
+    let body = MeteredBody {
+        upstream: Box::pin(resp.bytes_stream()),
+        mode,
+        meter: Some(meter),
+        done: false,
+    };
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = out_headers;
+    if warning {
+        response.headers_mut().insert(
+            HeaderName::from_static(BUDGET_WARNING_HEADER),
+            HeaderValue::from_static("over 90 percent of the monthly token budget is used"),
+        );
+    }
+    response
+}
+
+/// Records the outcome of one admitted request, exactly once.
+struct Meter {
+    app: Arc<App>,
+    api: ApiKind,
+    tenant: Arc<Tenant>,
+    model: String,
+    started: Instant,
+    started_at: DateTime<Utc>,
+    admission: Option<Admission>,
+    status: u16,
+}
+
+impl Meter {
+    fn finish(&mut self, reading: Reading, partial: bool) {
+        let Some(admission) = self.admission.take() else {
+            return;
+        };
+        let c = reading.counts;
+        admission.settle(c.billable(self.api));
+        let m = &self.app.metrics;
+        let route = route(self.api);
+        let latency = self.started.elapsed();
+        let status = self.status.to_string();
+        m.requests.with_label_values(&[route, &status]).inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(latency.as_secs_f64());
+        for (kind, n) in [
+            ("input", c.input),
+            ("output", c.output),
+            ("cache_read", c.cache_read),
+            ("cache_write", c.cache_write),
+        ] {
+            if n > 0 {
+                m.tokens
+                    .with_label_values(&[self.tenant.name.as_str(), &self.model, kind])
+                    .inc_by(n);
+            }
+        }
+        if partial {
+            m.partial_responses.with_label_values(&[route]).inc();
+        }
+        tracing::info!(
+            tenant = %self.tenant.name,
+            api = self.api.as_str(),
+            model = %self.model,
+            status = self.status,
+            latency_ms = latency.as_millis() as u64,
+            input_tokens = c.input,
+            output_tokens = c.output,
+            partial,
+            "request done"
+        );
+        self.app.usage.record(UsageEvent {
+            id: uuid::Uuid::now_v7(),
+            tenant: self.tenant.name.to_string(),
+            model: self.model.clone(),
+            input_tokens: c.input,
+            output_tokens: c.output,
+            cache_read_tokens: c.cache_read,
+            cache_write_tokens: c.cache_write,
+            latency_ms: latency.as_millis() as u64,
+            status: self.status,
+            partial,
+            api: self.api.into(),
+            started_at: self.started_at,
+        });
+    }
+}
+
+enum Mode {
+    Sse(StreamMeter),
+    Json { buf: BytesMut, overflow: bool },
+}
+
+impl Mode {
+    fn reading(&self, api: ApiKind) -> Reading {
+        match self {
+            Mode::Sse(m) => m.reading(),
+            Mode::Json {
+                buf,
+                overflow: false,
+            } => read_body(api, buf),
+            Mode::Json { .. } => Reading::default(),
+        }
+    }
+}
+
+type UpstreamStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// The response body: upstream bytes on their way to the client, metered as they pass.
+struct MeteredBody {
+    upstream: UpstreamStream,
+    mode: Mode,
+    meter: Option<Meter>,
+    done: bool,
+}
+
+impl MeteredBody {
+    fn finish(&mut self, partial_cause: Option<&'static str>) {
+        if let Some(mut meter) = self.meter.take() {
+            let reading = self.mode.reading(meter.api);
+            let partial = match (&self.mode, partial_cause) {
+                (_, Some(_)) => true,
+                (Mode::Sse(_), None) => !reading.complete,
+                (Mode::Json { .. }, None) => false,
+            };
+            if let Some(cause) = partial_cause {
+                tracing::info!(tenant = %meter.tenant.name, cause, "response cut short; recording what was seen");
+            }
+            meter.finish(reading, partial);
+        }
+    }
+}
+
+impl Stream for MeteredBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.upstream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let out = match &mut this.mode {
+                        Mode::Sse(m) => m.feed(chunk),
+                        Mode::Json { buf, overflow } => {
+                            if !*overflow {
+                                if buf.len() + chunk.len() > MAX_METERED_BODY {
+                                    *overflow = true;
+                                    *buf = BytesMut::new();
+                                } else {
+                                    buf.extend_from_slice(&chunk);
+                                }
+                            }
+                            chunk
+                        }
+                    };
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    let route = this.meter.as_ref().map(|m| route(m.api)).unwrap_or("llm");
+                    if let Some(m) = &this.meter {
+                        let kind = if e.is_timeout() { "timeout" } else { "body" };
+                        m.app
+                            .metrics
+                            .upstream_errors
+                            .with_label_values(&[route, kind])
+                            .inc();
+                    }
+                    this.finish(Some("upstream"));
+                    return Poll::Ready(Some(Err(std::io::Error::other("upstream stream failed"))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let tail = match &mut this.mode {
+                        Mode::Sse(m) => m.finish(),
+                        Mode::Json { .. } => Bytes::new(),
+                    };
+                    this.finish(None);
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(tail)));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        // Still unfinished: the client went away before the end.
+        if self.meter.is_some() {
+            self.finish(Some("client"));
+        }
+    }
+}
+
+/// GET /v1/models: relayed from the upstream matching the caller's credential style.
+pub async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let api = if headers.contains_key("x-api-key") && app.anthropic.is_some() {
+        ApiKind::Anthropic
+    } else if app.openai.is_some() {
+        ApiKind::OpenAi
+    } else {
+        ApiKind::Anthropic
+    };
+    let flavor = Flavor::from(api);
+    if let Err(e) = app.authenticate(presented_token(&headers, true)) {
+        return e.render(flavor);
+    }
+    let target = upstream_of(&app, api);
+    let mut req = app.client.get(format!("{}/v1/models", target.base));
+    req = authorize(api, target, relay_request_headers(&headers, req));
+    if api == ApiKind::Anthropic && !headers.contains_key("anthropic-version") {
+        req = req.header("anthropic-version", "2023-06-01");
+    }
+    let resp = match send_upstream(&app, req, "models").await {
+        Ok(r) => r,
+        Err(e) => return e.render(flavor),
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    app.metrics
+        .requests
+        .with_label_values(&["models", status.as_str()])
+        .inc();
+    let mut out_headers = HeaderMap::new();
+    relay_response_headers(resp.headers(), &mut out_headers);
+    match read_limited(resp, MAX_METERED_BODY).await {
+        Some(b) if status.is_success() || is_in_flavor(flavor, &b) => {
+            let mut r = Response::new(Body::from(b));
+            *r.status_mut() = status;
+            *r.headers_mut() = out_headers;
+            r
+        }
+        Some(_) => wrap_upstream(flavor, status),
+        None => ApiError::new(
+            ErrorKind::BadGateway,
+            "the upstream's model list could not be read",
+        )
+        .render(flavor),
+    }
+}

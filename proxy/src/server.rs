@@ -1,0 +1,182 @@
+//! Starting and stopping the proxy: wiring configuration, background tasks and the HTTP server.
+//!
+//! This module owns the process's lifecycle. [`start`] loads the table, binds the listener and spawns the
+//! table watcher, the budget feed poller and the usage shipper; [`Running::shutdown`] stops accepting,
+//! lets in-flight requests and streams finish (bounded by `limits.shutdown_grace_ms`), then flushes the
+//! usage buffer.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::{http_client, router, App, BuildError};
+use crate::config::{ms, Config};
+use crate::limits::Limiters;
+use crate::metrics::Metrics;
+use crate::reload::{load_into, watch_dir, TableHandle};
+use crate::usage::{ship, ShipperSettings, UsageSink, UsageTarget};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running proxy.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop_server: watch::Sender<bool>,
+    server: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Stops gracefully: no new connections, in-flight responses finish, usage is flushed.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.stop_server.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after [`Running::shutdown`] or a failure).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Serve(std::io::Error::other(e))),
+        }
+    }
+
+    /// A handle that triggers graceful shutdown from elsewhere (a signal handler).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop_server.clone()
+    }
+}
+
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let metrics = Metrics::new();
+    let table = TableHandle::default();
+    {
+        let (dir, t, m) = (config.table_dir.clone(), table.clone(), metrics.clone());
+        let _ = tokio::task::spawn_blocking(move || load_into(&dir, &t, &m)).await;
+    }
+    let limiters = Arc::new(Limiters::default());
+    let usage = UsageSink::new(config.usage.buffer_size, metrics.clone());
+    let client = http_client(&config)?;
+    let app = Arc::new(App::new(
+        &config,
+        table.clone(),
+        limiters.clone(),
+        usage.clone(),
+        metrics.clone(),
+        client.clone(),
+    )?);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+
+    let (stop_bg, bg_rx) = watch::channel(false);
+    let mut background = Vec::new();
+    {
+        let limiters = limiters.clone();
+        background.push(tokio::spawn(watch_dir(
+            config.table_dir.clone(),
+            ms(config.table_reload_interval_ms.max(50)),
+            table,
+            metrics.clone(),
+            move |t| limiters.retain(|name| t.get(name.as_str()).is_some()),
+            bg_rx.clone(),
+        )));
+    }
+    let grace = ms(config.limits.shutdown_grace_ms);
+    let shipper = match &config.api {
+        Some(api) => {
+            if api.budget_poll_interval_ms > 0 {
+                background.push(tokio::spawn(crate::budget_feed::run(
+                    client.clone(),
+                    api.base_url.clone(),
+                    api.credential.clone(),
+                    limiters,
+                    metrics.clone(),
+                    ms(api.budget_poll_interval_ms),
+                    bg_rx.clone(),
+                )));
+            }
+            tokio::spawn(ship(
+                usage.clone(),
+                client,
+                UsageTarget::new(&api.base_url, api.credential.clone()),
+                ShipperSettings::from_config(&config.usage, grace.max(Duration::from_secs(5))),
+                bg_rx,
+            ))
+        }
+        None => {
+            tracing::warn!("no api configured: usage events go to the log only");
+            let (usage, interval) = (usage.clone(), ms(config.usage.flush_interval_ms.max(10)));
+            let mut stop = bg_rx;
+            tokio::spawn(async move {
+                loop {
+                    usage.drain_to_log("no_api_configured");
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+                usage.drain_to_log("no_api_configured");
+            })
+        }
+    };
+
+    let (stop_server, mut stop_rx) = watch::channel(false);
+    let router = router(app.clone());
+    let server = tokio::spawn(async move {
+        let mut signal = stop_rx.clone();
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|s| *s).await;
+                tracing::info!("shutting down: no new connections, letting responses finish");
+            })
+            .into_future();
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            r = &mut serve => r.map_err(ServeError::Serve),
+            _ = async {
+                let _ = stop_rx.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace elapsed; cutting remaining responses");
+                Ok(())
+            }
+        };
+        // Responses are done (or cut, which records them as partial); now ship what was metered.
+        drop(serve);
+        let _ = stop_bg.send(true);
+        for task in background {
+            let _ = task.await;
+        }
+        let _ = shipper.await;
+        tracing::info!("proxy stopped");
+        result
+    });
+    Ok(Running {
+        addr,
+        app,
+        stop_server,
+        server,
+    })
+}

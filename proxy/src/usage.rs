@@ -1,0 +1,354 @@
+//! Usage events and their shipping to the api.
+//!
+//! This module owns the usage event's wire shape (docs/usage-events.md) and the bounded in-memory buffer
+//! between request handling and the api. Recording never blocks or fails a request: when the buffer is full
+//! the event is written to the log as one structured line instead. A single shipper task sends batches to
+//! `POST {api}/internal/usage`; an event leaves the buffer only after the api acknowledged the batch holding
+//! it, so a slow or unreachable api loses nothing within the bound. Retries back off exponentially with
+//! jitter. The api deduplicates by event id, which makes resending safe. On shutdown the buffer is flushed,
+//! and whatever cannot be delivered in time is logged.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::config::{ms, trim_base, UsageConfig};
+use crate::metering::ApiKind;
+use crate::metrics::Metrics;
+
+/// One metered request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageEvent {
+    /// UUID v7: unique, and sorts by time. The api's idempotency key.
+    pub id: uuid::Uuid,
+    pub tenant: String,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub latency_ms: u64,
+    /// HTTP status the client received (0 when the upstream could not be reached before any status).
+    pub status: u16,
+    /// The response was cut short (by either side) and the counts are what was seen until then.
+    pub partial: bool,
+    pub api: ApiName,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiName {
+    Openai,
+    Anthropic,
+}
+
+impl From<ApiKind> for ApiName {
+    fn from(k: ApiKind) -> Self {
+        match k {
+            ApiKind::OpenAi => ApiName::Openai,
+            ApiKind::Anthropic => ApiName::Anthropic,
+        }
+    }
+}
+
+/// The body of `POST /internal/usage`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    pub events: Vec<UsageEvent>,
+}
+
+/// Where the shipper sends batches.
+#[derive(Clone)]
+pub struct UsageTarget {
+    pub url: String,
+    pub credential: Arc<SecretString>,
+}
+
+impl UsageTarget {
+    pub fn new(api_base: &str, credential: SecretString) -> Self {
+        Self {
+            url: format!("{}/internal/usage", trim_base(api_base)),
+            credential: Arc::new(credential),
+        }
+    }
+}
+
+struct Inner {
+    queue: Mutex<VecDeque<UsageEvent>>,
+    capacity: usize,
+    notify: Notify,
+    metrics: Metrics,
+}
+
+/// The handle request handlers record into. Cheap to clone.
+#[derive(Clone)]
+pub struct UsageSink {
+    inner: Arc<Inner>,
+}
+
+fn log_event(event: &UsageEvent, reason: &'static str) {
+    // The whole event as JSON on one line, so that it can be replayed from the logs.
+    let json = serde_json::to_string(event).unwrap_or_default();
+    tracing::warn!(target: "usage_overflow", reason, event = %json, "usage event not shipped");
+}
+
+impl UsageSink {
+    pub fn new(capacity: usize, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+                capacity,
+                notify: Notify::new(),
+                metrics,
+            }),
+        }
+    }
+
+    /// Buffers an event for shipping; never blocks beyond a short lock, never fails.
+    pub fn record(&self, event: UsageEvent) {
+        let mut q = self.lock();
+        if q.len() >= self.inner.capacity {
+            drop(q);
+            self.inner.metrics.usage_overflow.inc();
+            log_event(&event, "buffer_full");
+            return;
+        }
+        q.push_back(event);
+        let len = q.len();
+        drop(q);
+        self.inner.metrics.usage_buffered.set(len as i64);
+        self.inner.notify.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<UsageEvent>> {
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peek_batch(&self, n: usize) -> Vec<UsageEvent> {
+        self.lock().iter().take(n).cloned().collect()
+    }
+
+    /// Removes the first `n` events, which the api acknowledged.
+    fn ack(&self, n: usize) {
+        let mut q = self.lock();
+        let n = n.min(q.len());
+        q.drain(..n);
+        self.inner.metrics.usage_buffered.set(q.len() as i64);
+    }
+
+    /// Logs and discards every buffered event (used when there is no api, or at the end of shutdown).
+    pub fn drain_to_log(&self, reason: &'static str) {
+        let events: Vec<_> = self.lock().drain(..).collect();
+        for e in &events {
+            log_event(e, reason);
+        }
+        self.inner.metrics.usage_buffered.set(0);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("usage endpoint unreachable: {0}")]
+    Transport(String),
+    #[error("usage endpoint answered {0}")]
+    Status(u16),
+}
+
+/// Sends batches until `stop` turns true, then flushes for at most `flush_deadline`.
+pub async fn ship(
+    sink: UsageSink,
+    client: reqwest::Client,
+    target: UsageTarget,
+    cfg: ShipperSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = cfg.initial_backoff;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if sink.len() < cfg.batch_size {
+            // Wait for a full batch, the flush interval, or shutdown.
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.flush_interval) => {}
+                _ = wait_for_batch(&sink, cfg.batch_size) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let batch = sink.peek_batch(cfg.batch_size);
+        if batch.is_empty() {
+            continue;
+        }
+        match send(&client, &target, &batch, cfg.request_timeout).await {
+            Ok(()) => {
+                sink.ack(batch.len());
+                sink.inner.metrics.usage_shipped.inc_by(batch.len() as u64);
+                backoff = cfg.initial_backoff;
+            }
+            Err(e) => {
+                sink.inner.metrics.usage_ship_failures.inc();
+                tracing::warn!(error = %e, buffered = sink.len(), retry_in_ms = backoff.as_millis() as u64, "usage batch not delivered");
+                let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff + jitter) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+        }
+    }
+    flush(&sink, &client, &target, &cfg).await;
+}
+
+async fn wait_for_batch(sink: &UsageSink, batch: usize) {
+    loop {
+        sink.inner.notify.notified().await;
+        if sink.len() >= batch {
+            return;
+        }
+    }
+}
+
+async fn flush(
+    sink: &UsageSink,
+    client: &reqwest::Client,
+    target: &UsageTarget,
+    cfg: &ShipperSettings,
+) {
+    let deadline = tokio::time::Instant::now() + cfg.flush_deadline;
+    while !sink.is_empty() && tokio::time::Instant::now() < deadline {
+        let batch = sink.peek_batch(cfg.batch_size);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match send(client, target, &batch, cfg.request_timeout.min(left)).await {
+            Ok(()) => {
+                sink.ack(batch.len());
+                sink.inner.metrics.usage_shipped.inc_by(batch.len() as u64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "usage flush failed");
+                tokio::time::sleep(cfg.initial_backoff.min(left)).await;
+            }
+        }
+    }
+    if !sink.is_empty() {
+        sink.drain_to_log("shutdown_undelivered");
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    target: &UsageTarget,
+    events: &[UsageEvent],
+    timeout: Duration,
+) -> Result<(), SendError> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        events: &'a [UsageEvent],
+    }
+    let resp = client
+        .post(&target.url)
+        .bearer_auth(target.credential.expose_secret())
+        .timeout(timeout)
+        .json(&Body { events })
+        .send()
+        .await
+        // Only the kind of failure: reqwest's error text carries the URL, which is fine, but keep it short.
+        .map_err(|e| SendError::Transport(e.without_url().to_string()))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(SendError::Status(resp.status().as_u16()))
+    }
+}
+
+/// Timing of the shipper, from [`UsageConfig`].
+#[derive(Clone, Debug)]
+pub struct ShipperSettings {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub request_timeout: Duration,
+    pub flush_deadline: Duration,
+}
+
+impl ShipperSettings {
+    pub fn from_config(c: &UsageConfig, flush_deadline: Duration) -> Self {
+        Self {
+            batch_size: c.batch_size,
+            flush_interval: ms(c.flush_interval_ms),
+            initial_backoff: ms(c.initial_backoff_ms),
+            max_backoff: ms(c.max_backoff_ms.max(c.initial_backoff_ms)),
+            request_timeout: ms(c.request_timeout_ms),
+            flush_deadline,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u64) -> UsageEvent {
+        UsageEvent {
+            id: uuid::Uuid::now_v7(),
+            tenant: "acme".into(),
+            model: "kimi-k2".into(),
+            input_tokens: n,
+            output_tokens: 2,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            latency_ms: 5,
+            status: 200,
+            partial: false,
+            api: ApiName::Openai,
+            started_at: "2026-11-25T12:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn wire_shape_matches_the_documented_one() {
+        let mut e = event(3);
+        e.id = "0193a1b2-0000-7000-8000-000000000001".parse().unwrap();
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": "0193a1b2-0000-7000-8000-000000000001",
+                "tenant": "acme", "model": "kimi-k2",
+                "inputTokens": 3, "outputTokens": 2, "cacheReadTokens": 0, "cacheWriteTokens": 0,
+                "latencyMs": 5, "status": 200, "partial": false, "api": "openai",
+                "startedAt": "2026-11-25T12:00:00Z"
+            })
+        );
+    }
+
+    #[test]
+    fn a_full_buffer_overflows_to_the_log_not_the_floor() {
+        let metrics = Metrics::new();
+        let sink = UsageSink::new(2, metrics.clone());
+        for i in 0..3 {
+            sink.record(event(i));
+        }
+        assert_eq!(sink.len(), 2);
+        assert_eq!(metrics.usage_overflow.get(), 1);
+        sink.ack(1);
+        assert_eq!(sink.peek_batch(10)[0].input_tokens, 1);
+    }
+}
