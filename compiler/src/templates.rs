@@ -1,0 +1,189 @@
+//! The manifest templates (minijinja) under templates/, loaded from a directory or a git tree into memory.
+//!
+//! Templates only lay values out; every value is computed in Rust ([`crate::render`]) and passed through the
+//! `tojson` filter, so that no template can produce a YAML type confusion ("1" versus 1, "no" versus false).
+
+use crate::diagnostics::{Diagnostic, Diagnostics};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Every template the compiler renders, by name (its path under templates/).
+pub const REQUIRED: &[&str] = &[
+    "tenant/namespace.yaml.j2",
+    "tenant/serviceaccount.yaml.j2",
+    "tenant/resourcequota.yaml.j2",
+    "tenant/limitrange.yaml.j2",
+    "tenant/networkpolicy.yaml.j2",
+    "tenant/configmap.yaml.j2",
+    "tenant/persistentvolumeclaim.yaml.j2",
+    "tenant/deployment.yaml.j2",
+    "tenant/openclaw.json.j2",
+    "tenant/AGENTS.md.j2",
+    "flux/tenant-kustomization.yaml.j2",
+    "platform/tenant-table-shard.yaml.j2",
+];
+
+/// The templates, compiled once and shared by every render (thread-safe).
+pub struct Templates {
+    env: minijinja::Environment<'static>,
+    sources: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("names", &self.sources.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Templates {
+    /// Builds from template sources keyed by their path under templates/ (e.g. `tenant/deployment.yaml.j2`).
+    pub fn from_sources(sources: BTreeMap<String, String>) -> Result<Templates, Diagnostics> {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        // Templates produce YAML/JSON/Markdown, never HTML.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        let mut problems = Diagnostics::new();
+        for name in REQUIRED {
+            if !sources.contains_key(*name) {
+                problems.push(
+                    Diagnostic::file(format!("templates/{name}"), "template is missing")
+                        .with_hint("restore it from the repository; the compiler renders every template listed in compiler/src/templates.rs"),
+                );
+            }
+        }
+        for (name, source) in &sources {
+            if let Err(e) = env.add_template_owned(name.clone(), source.clone()) {
+                let line = e.line().unwrap_or(1);
+                problems.push(
+                    Diagnostic::at(
+                        format!("templates/{name}"),
+                        source,
+                        line,
+                        1,
+                        format!(
+                            "template does not compile: {}",
+                            e.detail().unwrap_or("syntax error")
+                        ),
+                    )
+                    .with_hint("fix the minijinja syntax"),
+                );
+            }
+        }
+        problems.into_result(())?;
+        Ok(Templates { env, sources })
+    }
+
+    /// Reads every `*.j2` file under `dir` (the templates/ folder of a checkout).
+    pub fn from_dir(dir: &Path) -> Result<Templates, Diagnostics> {
+        let mut sources = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(&d).map_err(|e| {
+                Diagnostic::file(
+                    d.display().to_string(),
+                    format!("cannot read template folder: {e}"),
+                )
+            })?;
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| Diagnostic::file(d.display().to_string(), e.to_string()))?;
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "j2") {
+                    let rel = path
+                        .strip_prefix(dir)
+                        .expect("walked below dir")
+                        .to_string_lossy()
+                        .replace('\\', "/");
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        Diagnostic::file(
+                            format!("templates/{rel}"),
+                            format!("cannot read template: {e}"),
+                        )
+                    })?;
+                    sources.insert(rel, text);
+                }
+            }
+        }
+        Templates::from_sources(sources)
+    }
+
+    /// Reads every `*.j2` blob under `tree` (the templates/ tree of a commit).
+    pub fn from_git_tree(
+        repo: &git2::Repository,
+        tree: &git2::Tree,
+    ) -> Result<Templates, Diagnostics> {
+        let mut sources = BTreeMap::new();
+        let mut failure = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            let name = entry.name().unwrap_or_default();
+            if entry.kind() == Some(git2::ObjectType::Blob) && name.ends_with(".j2") {
+                let rel = format!("{root}{name}");
+                match entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
+                    Ok(blob) => match std::str::from_utf8(blob.content()) {
+                        Ok(text) => {
+                            sources.insert(rel, text.to_string());
+                        }
+                        Err(_) => {
+                            failure = Some(Diagnostic::file(
+                                format!("templates/{rel}"),
+                                "template is not UTF-8",
+                            ));
+                            return git2::TreeWalkResult::Abort;
+                        }
+                    },
+                    Err(e) => {
+                        failure = Some(Diagnostic::file(
+                            format!("templates/{rel}"),
+                            format!("cannot read blob: {e}"),
+                        ));
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|e| {
+            Diagnostic::file("templates", format!("cannot walk the templates tree: {e}"))
+        })?;
+        if let Some(d) = failure {
+            return Err(d.into());
+        }
+        Templates::from_sources(sources)
+    }
+
+    /// Renders template `name` with `context`.
+    pub fn render<S: serde::Serialize>(
+        &self,
+        name: &str,
+        context: &S,
+    ) -> Result<String, Diagnostic> {
+        let template = self.env.get_template(name).map_err(|e| {
+            Diagnostic::file(
+                format!("templates/{name}"),
+                format!("template is missing: {e}"),
+            )
+        })?;
+        template.render(context).map_err(|e| {
+            let source = self.sources.get(name).map(String::as_str).unwrap_or_default();
+            let line = e.line().unwrap_or(1);
+            Diagnostic::at(
+                format!("templates/{name}"),
+                source,
+                line,
+                1,
+                format!("template fails to render: {}", e.detail().unwrap_or(&e.to_string())),
+            )
+            .with_hint("every value the template uses must be in the render context (see compiler/src/render.rs)")
+        })
+    }
+
+    /// The source of each template, for hashing and for writing a seeded repository.
+    pub fn sources(&self) -> &BTreeMap<String, String> {
+        &self.sources
+    }
+}

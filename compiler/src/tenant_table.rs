@@ -1,0 +1,117 @@
+//! The token proxy's tenant table (docs/tenant-table.md): per tenant the token hash, state, tier limits and
+//! connections, split into ConfigMap shards so that no ConfigMap nears the 1 MiB limit and a change to one
+//! tenant rewrites one shard.
+
+use crate::platform::Platform;
+use crate::spec::{Provider, TenantSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const DIR: &str = "flux/platform/tenant-table";
+
+/// One shard file (`tenants-XX.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableFile {
+    pub version: u32,
+    pub tenants: Vec<TableEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableEntry {
+    pub name: String,
+    pub token_sha256: String,
+    pub state: String,
+    pub tier: String,
+    pub limits: Limits,
+    pub connections: Vec<TableConnection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
+    pub monthly_token_budget: u64,
+    pub concurrent_requests: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableConnection {
+    pub provider: Provider,
+    pub connection_id: String,
+    pub provider_config_key: String,
+}
+
+/// The shard a tenant belongs to: the first byte of sha256(name) modulo the shard count.
+pub fn shard_of(name: &str, shards: u32) -> u32 {
+    u32::from(Sha256::digest(name.as_bytes())[0]) % shards
+}
+
+/// The two-hex-digit id of a shard.
+pub fn shard_id(shard: u32) -> String {
+    format!("{shard:02x}")
+}
+
+/// The path of a shard's ConfigMap file.
+pub fn shard_path(shard: u32) -> String {
+    format!("{DIR}/tenant-table-{}.yaml", shard_id(shard))
+}
+
+/// The table entry of a (validated) tenant.
+pub fn entry(platform: &Platform, spec: &TenantSpec) -> TableEntry {
+    let tier = platform
+        .tier(&spec.spec.tier)
+        .expect("validated specs name an existing tier");
+    let mut connections: Vec<TableConnection> = spec
+        .spec
+        .connections
+        .iter()
+        .map(|c| TableConnection {
+            provider: c.provider,
+            connection_id: c.connection_id.to_string(),
+            provider_config_key: platform.nango.provider_config_keys[&c.provider].clone(),
+        })
+        .collect();
+    connections.sort_by_key(|c| c.provider);
+    TableEntry {
+        name: spec.name().to_string(),
+        token_sha256: spec.spec.proxy_token.sha256.to_string(),
+        state: spec.spec.state.as_str().to_string(),
+        tier: spec.spec.tier.to_string(),
+        limits: Limits {
+            requests_per_minute: tier.requests_per_minute,
+            tokens_per_minute: tier.tokens_per_minute,
+            monthly_token_budget: tier.monthly_token_budget,
+            concurrent_requests: tier.concurrent_requests,
+        },
+        connections,
+    }
+}
+
+/// The JSON text of a shard: fields in documented order, tenants sorted by name.
+pub fn shard_json(mut tenants: Vec<TableEntry>) -> String {
+    tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut text = serde_json::to_string_pretty(&TableFile {
+        version: FORMAT_VERSION,
+        tenants,
+    })
+    .expect("table serialises");
+    text.push('\n');
+    text
+}
+
+/// Parses a shard's JSON text (as written by [`shard_json`]).
+pub fn parse_shard_json(text: &str) -> Result<TableFile, String> {
+    let file: TableFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if file.version != FORMAT_VERSION {
+        return Err(format!(
+            "tenant table version {} is not {FORMAT_VERSION}",
+            file.version
+        ));
+    }
+    Ok(file)
+}
