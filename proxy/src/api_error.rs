@@ -5,7 +5,7 @@
 //! connection calls, Anthropic's `{"type": "error", "error": {...}}` for messages. Messages never contain
 //! tokens, keys or request contents.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -98,7 +98,7 @@ impl ErrorKind {
 pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -106,13 +106,13 @@ impl ApiError {
         Self {
             kind,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     pub fn header(mut self, name: &'static str, value: impl ToString) -> Self {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-            self.headers.insert(HeaderName::from_static(name), v);
+            self.headers.push((HeaderName::from_static(name), v));
         }
         self
     }
@@ -133,7 +133,9 @@ impl ApiError {
             }),
         };
         let mut resp = (self.kind.status(), axum::Json(body)).into_response();
-        resp.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            resp.headers_mut().insert(name, value);
+        }
         resp
     }
 }

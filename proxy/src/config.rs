@@ -258,6 +258,7 @@ api_key = "sk-platform-secret"
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("proxy.toml", MINIMAL)?;

@@ -163,8 +163,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 Ok(())
             }
         };
-        // Responses are done (or cut, which records them as partial); now ship what was metered.
-        drop(serve);
+        // Responses are done, or the grace period is over; now ship what was metered.
         let _ = stop_bg.send(true);
         for task in background {
             let _ = task.await;
