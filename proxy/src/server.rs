@@ -121,7 +121,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 usage.clone(),
                 client,
                 UsageTarget::new(&api.base_url, api.credential.clone()),
-                ShipperSettings::from_config(&config.usage, grace.max(Duration::from_secs(5))),
+                ShipperSettings::from_config(&config.usage, grace),
                 bg_rx,
             ))
         }
