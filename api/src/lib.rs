@@ -1,1 +1,27 @@
-//! api
+//! openclaw-cloud's api: every tenant lifecycle action becomes one git commit of the tenant's spec
+//! and its compiled output, pushed to the GitOps state repo that Flux watches.
+//!
+//! Code map:
+//! - [`config`]: layered configuration (defaults, TOML file, environment).
+//! - [`store`]: the database (tenants index, outbox, idempotency keys); SQLite or PostgreSQL.
+//! - [`state_repo`]: git plumbing: in-memory trees, commits, fetch and push. Knows no tenants.
+//! - [`lifecycle`]: what each action does to a tenant's files; links the compiler.
+//! - [`writer`]: the single writer thread: batching, outbox, push retries, crash replay.
+//! - [`reader`]: tenant state and history read from the state repo's head.
+//! - [`telegram`]: bot token format and getMe.
+//! - [`http`]: routes, errors, auth, idempotency, ops endpoints, OpenAPI.
+//! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform.
+//!
+//! Invariants: only the writer thread moves the state repo's branch; no plaintext secret reaches
+//! git, the database, a log line or an error message.
+
+pub mod app;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod lifecycle;
+pub mod reader;
+pub mod state_repo;
+pub mod store;
+pub mod telegram;
+pub mod writer;

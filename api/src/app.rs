@@ -1,0 +1,156 @@
+//! Wiring: connects the database, opens the state repo, starts the writer thread and the HTTP
+//! server, and stops them in order (stop accepting, finish in-flight requests, let the writer push
+//! what it holds, then return).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::state_repo::{RepoError, StateRepo};
+use crate::store::{Store, StoreError};
+use crate::writer::{self, WriteError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("state repo: {0}")]
+    Repo(#[from] RepoError),
+    #[error("writer: {0}")]
+    Writer(#[from] WriteError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The process-wide Prometheus recorder (a process has one; tests start several apps).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (by an embedding program): keep ours local then.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A started api.
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests and the writer, then returns.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        let Running {
+            stop,
+            server,
+            writer,
+            ..
+        } = self;
+        let _ = stop.send(());
+        finish(server, writer).await
+    }
+
+    /// Waits until the server stops (after the shutdown signal given to [`start`]).
+    pub async fn wait(self) -> Result<(), AppError> {
+        finish(self.server, self.writer).await
+    }
+}
+
+async fn finish(
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    writer: std::thread::JoinHandle<()>,
+) -> Result<(), AppError> {
+    let served = server.await.unwrap_or(Ok(()));
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    served.map_err(AppError::Serve)
+}
+
+/// Starts the api; it stops when `signal` completes or [`Running::shutdown`] is called.
+pub async fn start(
+    config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, AppError> {
+    let config = Arc::new(config);
+    let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+    let repo_config = config.repo.clone();
+    let repo = tokio::task::spawn_blocking(move || StateRepo::open_or_clone(&repo_config))
+        .await
+        .map_err(|e| AppError::Writer(WriteError::Internal(e.to_string())))??;
+    let runtime = tokio::runtime::Handle::current();
+    let writer_config = config.repo.clone();
+    let writer_store = store.clone();
+    let (handle, writer) = tokio::task::spawn_blocking(move || {
+        writer::spawn(repo, writer_store, writer_config, runtime)
+    })
+    .await
+    .map_err(|e| AppError::Writer(WriteError::Internal(e.to_string())))??;
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        store,
+        handle,
+        metrics_handle(),
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| AppError::Listen(config.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AppError::Listen(config.listen, e))?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(state);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = signal => {}
+                    _ = stopped => {}
+                }
+                tracing::info!("shutting down: finishing in-flight requests");
+            })
+            .await
+    });
+    tracing::info!(%addr, "api listening");
+    Ok(Running {
+        addr,
+        stop,
+        server,
+        writer,
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

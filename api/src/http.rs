@@ -1,0 +1,1169 @@
+//! The HTTP surface: routes, JSON bodies, errors, authentication, idempotency, and the ops
+//! endpoints (/healthz, /readyz, /metrics, /openapi.json).
+//!
+//! Handlers parse and check everything a request carries before anything is written, then hand
+//! one [`Change`] to the writer and answer with its commit. Errors are JSON
+//! (`{"error": {"code", "message", "field"?, "requestId"}}`) and never echo secrets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use compiler::spec::{
+    Agent, Email, Language, Metadata, Owner, ProxyToken, Spec, TelegramId, TenantName, TenantSpec,
+    TenantState, Thinking, TokenSha256,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::config::{Config, TelegramVerification};
+use crate::lifecycle::{
+    check_allow_from, check_model, check_tier, compiled_for, Actor, Change, ChangeError, Compiled,
+    Operation,
+};
+use crate::reader::{HistoryEntry, TenantView};
+use crate::store::Store;
+use crate::telegram::{BotToken, Telegram, TelegramError};
+use crate::writer::{ChangeResponse, IdempotencyKey, WriteError, WriterHandle};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub telegram: Telegram,
+    pub metrics: PrometheusHandle,
+    /// (actor, hash bytes) of each admin token.
+    admins: Vec<(Actor, [u8; 32])>,
+    /// Platform config and templates at the head, for checks at the boundary.
+    compiled: Mutex<Option<Arc<Compiled>>>,
+    /// Idempotency keys of requests in progress.
+    in_flight: Mutex<HashSet<(String, String)>>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        writer: WriterHandle,
+        metrics: PrometheusHandle,
+    ) -> AppState {
+        let admins = config
+            .admin_tokens
+            .iter()
+            .map(|t| {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&t.sha256, &mut hash).expect("checked by Config::check");
+                (
+                    Actor {
+                        name: t.name.clone(),
+                        email: t.email.clone(),
+                    },
+                    hash,
+                )
+            })
+            .collect();
+        let telegram = Telegram::new(
+            &config.telegram.base_url,
+            std::time::Duration::from_secs(config.telegram.timeout_seconds),
+        );
+        AppState {
+            config,
+            store,
+            writer,
+            telegram,
+            metrics,
+            admins,
+            compiled: Mutex::new(None),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!(
+            "refs/remotes/{}/{}",
+            crate::state_repo::REMOTE,
+            self.config.repo.branch
+        )
+    }
+}
+
+type Shared = Arc<AppState>;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body or a parameter is malformed or refers to something that does not exist.
+    Invalid {
+        status: StatusCode,
+        field: Option<String>,
+        message: String,
+    },
+    Unauthorized,
+    NotFound(String),
+    Conflict(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl ApiError {
+    fn field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: String,
+    pub message: String,
+    /// The request field at fault, when there is one (`owner.email`, `allowFrom[2]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field, message) = match self {
+            ApiError::Invalid {
+                status,
+                field,
+                message,
+            } => (status, "invalid_request", field, message),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                None,
+                "send an admin API token as `Authorization: Bearer <token>`".to_owned(),
+            ),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", None, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", None, m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, m),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    None,
+                    "internal error; see the api's logs".to_owned(),
+                )
+            }
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                field,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ChangeError::AlreadyExists(_) => ApiError::Conflict(e.to_string()),
+            ChangeError::Invalid { field, message } => ApiError::field(&field, message),
+            ChangeError::Repo(m) => {
+                ApiError::Conflict(format!("the state repo cannot take this change: {m}"))
+            }
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Change(c) => c.into(),
+            WriteError::Unavailable(m) => ApiError::Unavailable(m),
+            WriteError::Busy => ApiError::Unavailable(e.to_string()),
+            WriteError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extractors
+
+/// A JSON body whose errors name the offending field.
+pub struct JsonBody<T>(pub T, pub Bytes);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            return Err(ApiError::Invalid {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                field: None,
+                message: "send the body as JSON with `Content-Type: application/json`".into(),
+            });
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::Invalid {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                field: None,
+                message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            })?;
+        let value = parse_json(&bytes)?;
+        Ok(JsonBody(value, bytes))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            Some(missing) if path == "." => missing.to_owned(),
+            Some(missing) => format!("{path}.{missing}"),
+            None if inner.is_syntax() || inner.is_eof() => "body".to_owned(),
+            None => path,
+        };
+        // serde quotes the offending value in some messages; for a bot token that would echo it.
+        let message = if field == "telegramBotToken" {
+            "must be a string".to_owned()
+        } else {
+            message
+        };
+        ApiError::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            field: Some(field),
+            message,
+        }
+    })
+}
+
+/// The authenticated caller.
+pub struct Caller(pub Actor);
+
+impl axum::extract::FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Shared,
+    ) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        // Compare against every token so the time taken does not say which one matched.
+        let mut found = None;
+        for (actor, hash) in &state.admins {
+            if bool::from(hash.ct_eq(&presented)) {
+                found = Some(actor.clone());
+            }
+        }
+        found.map(Caller).ok_or(ApiError::Unauthorized)
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn tenant_name(name: &str) -> Result<TenantName, ApiError> {
+    TenantName::parse(name).map_err(|m| ApiError::field("name", m))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency
+
+/// Holds an Idempotency-Key while its request runs.
+struct KeyGuard {
+    state: Shared,
+    key: (String, String),
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self.state
+            .in_flight
+            .lock()
+            .expect("in-flight set")
+            .remove(&self.key);
+    }
+}
+
+enum Idempotency {
+    None,
+    Replay(Response),
+    Fresh(IdempotencyKey, KeyGuard),
+}
+
+async fn idempotency(
+    state: &Shared,
+    headers: &HeaderMap,
+    actor: &Actor,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<Idempotency, ApiError> {
+    let Some(key) = headers.get("idempotency-key") else {
+        return Ok(Idempotency::None);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| ApiError::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            field: Some("Idempotency-Key".into()),
+            message: "must be 1 to 255 visible ASCII characters".into(),
+        })?
+        .to_owned();
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(path.as_bytes());
+    hasher.update([0]);
+    hasher.update(body);
+    let request_hash = hex::encode(hasher.finalize());
+    let slot = (actor.name.clone(), key.clone());
+    if !state
+        .in_flight
+        .lock()
+        .expect("in-flight set")
+        .insert(slot.clone())
+    {
+        return Err(ApiError::Conflict(
+            "a request with this Idempotency-Key is still in progress".into(),
+        ));
+    }
+    let guard = KeyGuard {
+        state: state.clone(),
+        key: slot,
+    };
+    let stored = state
+        .store
+        .idempotent_response(&actor.name, &key)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if let Some(stored) = stored {
+        if stored.request_hash != request_hash {
+            return Err(ApiError::Invalid {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                field: Some("Idempotency-Key".into()),
+                message: "this Idempotency-Key was used for a different request".into(),
+            });
+        }
+        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+        let mut response = (status, stored.body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(Idempotency::Replay(response));
+    }
+    Ok(Idempotency::Fresh(
+        IdempotencyKey {
+            actor: actor.name.clone(),
+            key,
+            request_hash,
+        },
+        guard,
+    ))
+}
+
+/// Runs a change through idempotency and the writer.
+async fn submit(
+    state: &Shared,
+    headers: &HeaderMap,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    actor: Actor,
+    make: impl AsyncFnOnce(String) -> Result<Change, ApiError>,
+) -> Result<Response, ApiError> {
+    let (key, _guard) = match idempotency(state, headers, &actor, &method, path, body).await? {
+        Idempotency::Replay(response) => return Ok(response),
+        Idempotency::None => (None, None),
+        Idempotency::Fresh(key, guard) => (Some(key), Some(guard)),
+    };
+    let change = make(request_id(headers)).await?;
+    let response = state.writer.submit(change, key).await?;
+    let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::OK);
+    Ok((status, Json(response)).into_response())
+}
+
+/// The platform config and templates at the head (cached per templates/ tree).
+async fn compiled(state: &Shared) -> Result<Arc<Compiled>, ApiError> {
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let repo = git2::Repository::open_bare(&state2.config.repo.local_path)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tip = repo
+            .refname_to_id(&state2.tracking_ref())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tree = repo
+            .find_commit(tip)
+            .and_then(|c| c.tree())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut cache = state2.compiled.lock().expect("compiled cache").clone();
+        let compiled = compiled_for(&repo, &tree, &mut cache).map_err(ApiError::from)?;
+        *state2.compiled.lock().expect("compiled cache") = cache;
+        Ok(compiled)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Encrypts a tenant's secrets for the platform's age recipients (CPU work, off the runtime).
+async fn encrypt_secrets(
+    compiled: &Compiled,
+    name: &TenantName,
+    values: BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    let recipients = compiled.platform.sops.age_recipients.clone();
+    let namespace = name.namespace();
+    tokio::task::spawn_blocking(move || {
+        compiler::sops::tenant_secret_file(
+            compiler::sops::TENANT_SECRET_NAME,
+            &namespace,
+            &values,
+            &recipients,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("cannot encrypt the tenant's secrets: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request and response bodies
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProvisionRequest {
+    /// DNS-1123 label, at most 40 characters.
+    pub name: String,
+    pub owner: OwnerBody,
+    /// A tier of templates/platform.yaml.
+    pub tier: String,
+    /// The token BotFather issued; checked with Telegram's getMe, stored only encrypted.
+    pub telegram_bot_token: String,
+    #[serde(default)]
+    pub agent: Option<SettingsBody>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnerBody {
+    pub email: String,
+    pub telegram_user_id: i64,
+}
+
+/// Agent settings; absent fields keep their value (or the platform default on provisioning).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SettingsBody {
+    pub model: Option<String>,
+    #[schema(value_type = Option<String>, example = "medium")]
+    pub thinking: Option<Thinking>,
+    pub language: Option<String>,
+    pub allow_from: Option<Vec<i64>>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReasonBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResizeBody {
+    pub tier: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Most entries returned (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DestroyQuery {
+    pub reason: Option<String>,
+}
+
+fn reason(reason: Option<String>) -> Result<String, ApiError> {
+    let reason = reason.unwrap_or_default();
+    if reason.len() > 1000 {
+        return Err(ApiError::field("reason", "at most 1000 characters"));
+    }
+    Ok(reason)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// Provision a tenant: checks the bot token with Telegram, makes a proxy token, writes the
+/// encrypted secrets and the spec, compiles and commits.
+#[utoipa::path(post, path = "/v1/tenants", request_body = ProvisionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    responses((status = 201, body = ChangeResponse), (status = 202, body = ChangeResponse, description = "queued: the remote is unreachable"),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn provision(
+    State(state): State<Shared>,
+    Caller(actor): Caller,
+    headers: HeaderMap,
+    JsonBody(body, raw): JsonBody<ProvisionRequest>,
+) -> Result<Response, ApiError> {
+    let st = state.clone();
+    submit(
+        &state,
+        &headers,
+        Method::POST,
+        "/v1/tenants",
+        &raw,
+        actor.clone(),
+        async move |request_id| {
+            let state = st;
+            let name = tenant_name(&body.name)?;
+            let email = Email::parse(body.owner.email.clone())
+                .map_err(|m| ApiError::field("owner.email", m))?;
+            let owner_id = TelegramId::parse(body.owner.telegram_user_id)
+                .map_err(|m| ApiError::field("owner.telegramUserId", m))?;
+            let token = BotToken::parse(&body.telegram_bot_token)
+                .map_err(|m| ApiError::field("telegramBotToken", m))?;
+            let compiled = compiled(&state).await?;
+            let platform = &compiled.platform;
+            let tier = check_tier(platform, &body.tier)?;
+            let settings = body.agent.unwrap_or_default();
+            let model = match &settings.model {
+                Some(m) => check_model(platform, m).map_err(|e| prefix(e, "agent."))?,
+                None => platform.models.default.clone(),
+            };
+            let language =
+                Language::parse(settings.language.clone().unwrap_or_else(|| "en".into()))
+                    .map_err(|m| ApiError::field("agent.language", m))?;
+            let allow_from = match &settings.allow_from {
+                Some(ids) => check_allow_from(ids).map_err(|e| prefix(e, "agent."))?,
+                None => vec![owner_id],
+            };
+            if state
+                .store
+                .tenant(name.as_str())
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                .is_some()
+            {
+                return Err(ApiError::Conflict(format!(
+                    "tenant {:?} already exists",
+                    name.as_str()
+                )));
+            }
+            if state.config.telegram.verification == TelegramVerification::Getme {
+                match state.telegram.get_me(&token).await {
+                    Ok(_) => {}
+                    Err(e @ TelegramError::Rejected(_)) => {
+                        return Err(ApiError::field("telegramBotToken", e.to_string()))
+                    }
+                    Err(e @ TelegramError::Unavailable(_)) => {
+                        return Err(ApiError::Unavailable(e.to_string()))
+                    }
+                }
+            }
+            let proxy_token = random_token();
+            let spec = TenantSpec {
+                api_version: compiler::spec::API_VERSION.to_owned(),
+                kind: compiler::spec::KIND.to_owned(),
+                metadata: Metadata { name: name.clone() },
+                spec: Spec {
+                    owner: Owner {
+                        email,
+                        telegram_user_id: owner_id,
+                    },
+                    tier,
+                    state: TenantState::Active,
+                    agent: Agent {
+                        model,
+                        thinking: settings.thinking.unwrap_or(Thinking::Medium),
+                        language,
+                        allow_from,
+                    },
+                    connections: Vec::new(),
+                    proxy_token: ProxyToken {
+                        sha256: TokenSha256::of_token(&proxy_token),
+                    },
+                    overrides: Default::default(),
+                },
+            };
+            let values = BTreeMap::from([
+                ("telegram-bot-token".to_owned(), token.expose().to_owned()),
+                ("proxy-token".to_owned(), proxy_token),
+                ("gateway-token".to_owned(), random_token()),
+            ]);
+            let secrets_yaml = encrypt_secrets(&compiled, &name, values).await?;
+            Ok(Change {
+                tenant: name.to_string(),
+                operation: Operation::Provision {
+                    spec_yaml: spec.to_yaml(),
+                    secrets_yaml,
+                },
+                actor,
+                reason: reason(body.reason.or(settings.reason))?,
+                request_id,
+            })
+        },
+    )
+    .await
+}
+
+fn prefix(e: ChangeError, prefix: &str) -> ApiError {
+    match e {
+        ChangeError::Invalid { field, message } => {
+            ApiError::field(&format!("{prefix}{field}"), message)
+        }
+        other => other.into(),
+    }
+}
+
+/// Update agent settings (model, thinking level, language, allowFrom).
+#[utoipa::path(patch, path = "/v1/tenants/{name}/settings", request_body = SettingsBody,
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_settings(
+    State(state): State<Shared>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body, raw): JsonBody<SettingsBody>,
+) -> Result<Response, ApiError> {
+    let name = tenant_name(&name)?;
+    let st = state.clone();
+    let path = format!("/v1/tenants/{name}/settings");
+    submit(
+        &state,
+        &headers,
+        Method::PATCH,
+        &path,
+        &raw,
+        actor.clone(),
+        async move |request_id| {
+            let compiled = compiled(&st).await?;
+            if let Some(model) = &body.model {
+                check_model(&compiled.platform, model)?;
+            }
+            if let Some(language) = &body.language {
+                Language::parse(language.clone()).map_err(|m| ApiError::field("language", m))?;
+            }
+            if let Some(ids) = &body.allow_from {
+                check_allow_from(ids)?;
+            }
+            if body.model.is_none()
+                && body.thinking.is_none()
+                && body.language.is_none()
+                && body.allow_from.is_none()
+            {
+                return Err(ApiError::field(
+                    "body",
+                    "set at least one of model, thinking, language, allowFrom",
+                ));
+            }
+            Ok(Change {
+                tenant: name.to_string(),
+                operation: Operation::UpdateSettings {
+                    model: body.model,
+                    thinking: body.thinking,
+                    language: body.language,
+                    allow_from: body.allow_from,
+                },
+                actor,
+                reason: reason(body.reason)?,
+                request_id,
+            })
+        },
+    )
+    .await
+}
+
+async fn simple(
+    state: Shared,
+    actor: Actor,
+    name: String,
+    headers: HeaderMap,
+    raw: Bytes,
+    reason_text: Option<String>,
+    action: &str,
+    operation: Operation,
+) -> Result<Response, ApiError> {
+    let name = tenant_name(&name)?;
+    let path = format!("/v1/tenants/{name}/{action}");
+    submit(
+        &state,
+        &headers,
+        Method::POST,
+        &path,
+        &raw,
+        actor.clone(),
+        async move |request_id| {
+            Ok(Change {
+                tenant: name.to_string(),
+                operation,
+                actor,
+                reason: reason(reason_text)?,
+                request_id,
+            })
+        },
+    )
+    .await
+}
+
+/// An optional JSON body: empty is fine, otherwise it must parse.
+fn optional_body<T: DeserializeOwned + Default>(raw: &Bytes) -> Result<T, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(raw)
+}
+
+/// Suspend a tenant: the agent scales to zero and the proxy refuses its token.
+#[utoipa::path(post, path = "/v1/tenants/{name}/suspend", request_body = Option<ReasonBody>,
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn suspend(
+    State(state): State<Shared>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let body: ReasonBody = optional_body(&raw)?;
+    simple(
+        state,
+        actor,
+        name,
+        headers,
+        raw,
+        body.reason,
+        "suspend",
+        Operation::Suspend,
+    )
+    .await
+}
+
+/// Reactivate a suspended tenant.
+#[utoipa::path(post, path = "/v1/tenants/{name}/reactivate", request_body = Option<ReasonBody>,
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn reactivate(
+    State(state): State<Shared>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let body: ReasonBody = optional_body(&raw)?;
+    simple(
+        state,
+        actor,
+        name,
+        headers,
+        raw,
+        body.reason,
+        "reactivate",
+        Operation::Reactivate,
+    )
+    .await
+}
+
+/// Move a tenant to another tier.
+#[utoipa::path(post, path = "/v1/tenants/{name}/resize", request_body = ResizeBody,
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn resize(
+    State(state): State<Shared>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body, raw): JsonBody<ResizeBody>,
+) -> Result<Response, ApiError> {
+    let compiled = compiled(&state).await?;
+    check_tier(&compiled.platform, &body.tier)?;
+    simple(
+        state,
+        actor,
+        name,
+        headers,
+        raw,
+        body.reason,
+        "resize",
+        Operation::Resize { tier: body.tier },
+    )
+    .await
+}
+
+/// Replace the tenant's proxy token (the old one stops working once Flux applies the commit).
+#[utoipa::path(post, path = "/v1/tenants/{name}/rotate-proxy-token", request_body = Option<ReasonBody>,
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn rotate_proxy_token(
+    State(state): State<Shared>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let body: ReasonBody = optional_body(&raw)?;
+    let name = tenant_name(&name)?;
+    let st = state.clone();
+    let path = format!("/v1/tenants/{name}/rotate-proxy-token");
+    submit(
+        &state,
+        &headers,
+        Method::POST,
+        &path,
+        &raw,
+        actor.clone(),
+        async move |request_id| {
+            // The other secrets stay as they are: read them from the head.
+            let secrets = current_secrets(&st, name.as_str()).await?;
+            let compiled = compiled(&st).await?;
+            let proxy_token = random_token();
+            let mut values = secrets;
+            let sha256 = TokenSha256::of_token(&proxy_token).to_string();
+            values.insert("proxy-token".to_owned(), proxy_token);
+            let secrets_yaml = encrypt_secrets(&compiled, &name, values).await?;
+            Ok(Change {
+                tenant: name.to_string(),
+                operation: Operation::RotateProxyToken {
+                    sha256,
+                    secrets_yaml,
+                },
+                actor,
+                reason: reason(body.reason)?,
+                request_id,
+            })
+        },
+    )
+    .await
+}
+
+/// The tenant's current secrets, decrypted with the api's age identity (needed to keep the bot
+/// token when only the proxy token changes).
+async fn current_secrets(state: &Shared, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let Some(identity) = state.config.repo.age_identity_path.clone() else {
+        return Err(ApiError::Conflict(
+            "rotating a proxy token needs repo.age_identity_path (an age identity among the platform's recipients)".into(),
+        ));
+    };
+    let state = state.clone();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let repo = git2::Repository::open_bare(&state.config.repo.local_path)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tip = repo
+            .refname_to_id(&state.tracking_ref())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tree = repo
+            .find_commit(tip)
+            .and_then(|c| c.tree())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text =
+            crate::state_repo::read_file(&repo, &tree, &crate::lifecycle::secrets_path(&name))
+                .ok_or_else(|| ApiError::NotFound(format!("tenant {name:?} does not exist")))?;
+        let identity = std::fs::read_to_string(&identity)
+            .map_err(|e| ApiError::Internal(format!("cannot read the age identity: {e}")))?;
+        let secret = compiler::sops::decrypt(&String::from_utf8_lossy(&text), &identity)
+            .map_err(|e| ApiError::Internal(format!("cannot decrypt the tenant's secrets: {e}")))?;
+        Ok(secret.string_data().clone())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// Destroy a tenant: its folder is removed and Flux prunes its resources.
+#[utoipa::path(delete, path = "/v1/tenants/{name}", params(("name" = String, Path), DestroyQuery, ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn destroy(
+    State(state): State<Shared>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+    Query(query): Query<DestroyQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = tenant_name(&name)?;
+    let path = format!("/v1/tenants/{name}");
+    submit(
+        &state,
+        &headers,
+        Method::DELETE,
+        &path,
+        b"",
+        actor.clone(),
+        async move |request_id| {
+            Ok(Change {
+                tenant: name.to_string(),
+                operation: Operation::Destroy,
+                actor,
+                reason: reason(query.reason)?,
+                request_id,
+            })
+        },
+    )
+    .await
+}
+
+/// A tenant's spec and last commit, read from the state repo's head.
+#[utoipa::path(get, path = "/v1/tenants/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_tenant(
+    State(state): State<Shared>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<TenantView>, ApiError> {
+    let name = tenant_name(&name)?;
+    let hint = state
+        .store
+        .tenant(name.as_str())
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.last_commit);
+    let st = state.clone();
+    let n = name.to_string();
+    let view = tokio::task::spawn_blocking(move || {
+        crate::reader::tenant(
+            &st.config.repo.local_path,
+            &st.tracking_ref(),
+            &n,
+            hint.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    view.map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("tenant {:?} does not exist", name.as_str())))
+}
+
+/// The commits that changed a tenant (author, time, action, reason), newest first.
+#[utoipa::path(get, path = "/v1/tenants/{name}/history", params(("name" = String, Path), HistoryQuery),
+    responses((status = 200, body = [HistoryEntry]), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn history(
+    State(state): State<Shared>,
+    _caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
+    let name = tenant_name(&name)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            field: Some("limit".into()),
+            message: "must be 1 to 1000".into(),
+        });
+    }
+    let st = state.clone();
+    let n = name.to_string();
+    let entries = tokio::task::spawn_blocking(move || {
+        crate::reader::history(&st.config.repo.local_path, &st.tracking_ref(), &n, limit)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if entries.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "tenant {:?} has no history",
+            name.as_str()
+        )));
+    }
+    Ok(Json(entries))
+}
+
+/// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/healthz", responses((status = 200)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the database answers and the state repo's remote can be reached.
+#[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ErrorBody)))]
+async fn readyz(State(state): State<Shared>) -> Result<&'static str, ApiError> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let config = state.config.repo.clone();
+    tokio::task::spawn_blocking(move || crate::state_repo::probe_remote(&config))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Unavailable)?;
+    Ok("ready\n")
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
+async fn metrics_endpoint(State(state): State<Shared>) -> Response {
+    if let Ok((pending, _)) = state.store.outbox_counts().await {
+        metrics::gauge!("api_outbox_pending").set(pending as f64);
+    }
+    metrics::gauge!("api_remote_reachable").set(if state.writer.remote_ok() { 1.0 } else { 0.0 });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "openclaw-cloud api", description = "Tenant lifecycle as GitOps commits. See docs/api.md."),
+    paths(provision, update_settings, suspend, reactivate, resize, rotate_proxy_token, destroy, get_tenant, history, healthz, readyz, metrics_endpoint),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Counts requests and their latency per route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("api_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("api_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn fallback() -> ApiError {
+    ApiError::NotFound("no such endpoint; see /openapi.json".into())
+}
+
+/// The router with every layer.
+pub fn router(state: Shared) -> Router {
+    let x_request_id = header::HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/v1/tenants", post(provision))
+        .route("/v1/tenants/{name}", get(get_tenant).delete(destroy))
+        .route("/v1/tenants/{name}/settings", patch(update_settings))
+        .route("/v1/tenants/{name}/suspend", post(suspend))
+        .route("/v1/tenants/{name}/reactivate", post(reactivate))
+        .route("/v1/tenants/{name}/resize", post(resize))
+        .route("/v1/tenants/{name}/rotate-proxy-token", post(rotate_proxy_token))
+        .route("/v1/tenants/{name}/history", get(history))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .fallback(fallback)
+        .route_layer(middleware::from_fn(track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,106 @@
+//! `openclaw-api`: the binary edge. Parses arguments, sets up logging, and runs the api (`serve`)
+//! or the one-command local platform (`dev`).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use api::app;
+use api::config::Config;
+use api::dev::{self, DevPaths};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "openclaw-api",
+    version,
+    about = "openclaw-cloud's api: tenant lifecycle as GitOps commits"
+)]
+struct Cli {
+    /// Log as JSON lines (default: human-readable).
+    #[arg(long, global = true, env = "OPENCLAW_API_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the api with a configuration file and OPENCLAW_API_* environment variables.
+    Serve {
+        #[arg(long, env = "OPENCLAW_API_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run the whole platform locally: SQLite, a seeded bare state repo, dev keys (see docs/api.md).
+    Dev {
+        /// Folder for the database, the state repo, the age key and the admin token.
+        #[arg(long, default_value = ".dev")]
+        data_dir: PathBuf,
+        /// The checkout whose templates/ and flux/ seed the state repo.
+        #[arg(long, default_value = ".")]
+        checkout: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Verify bot tokens with getMe at this Bot API stand-in. Without it, dev mode checks the
+        /// token's format only (and says so).
+        #[arg(long)]
+        telegram_base_url: Option<String>,
+    },
+    /// Print the SHA-256 of a token read from standard input (for `admin_tokens` in the config).
+    HashToken,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_to_string(&mut token)?;
+            println!(
+                "{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                    token.trim().as_bytes()
+                ))
+            );
+            Ok(())
+        }
+        Command::Serve { config } => {
+            init_logging(cli.log_json);
+            let config = Config::load(config.as_deref())?;
+            let running = app::start(config, app::shutdown_signal()).await?;
+            running.wait().await?;
+            Ok(())
+        }
+        Command::Dev {
+            data_dir,
+            checkout,
+            listen,
+            telegram_base_url,
+        } => {
+            init_logging(cli.log_json);
+            let paths = DevPaths { root: data_dir };
+            let (token, recipient) =
+                dev::prepare(&paths, &checkout).context("preparing the dev data folder")?;
+            let config = dev::config(&paths, &token, telegram_base_url.as_deref(), listen);
+            config.check()?;
+            let running = app::start(config.clone(), app::shutdown_signal()).await?;
+            let mut shown = config.clone();
+            shown.listen = running.addr;
+            println!("{}", dev::banner(&paths, &shown, &token, &recipient));
+            running.wait().await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Reads of tenant state, straight from the state repo's head (the remote branch as last fetched or
+//! pushed), so that changes merged by SREs show in the api and auditors see what Flux sees.
+//!
+//! Each read opens its own handle on the api's clone: the writer thread owns the other one.
+
+use std::path::Path;
+
+use git2::{Oid, Repository, Sort};
+use serde::Serialize;
+
+use crate::lifecycle::{spec_path, trailer};
+use crate::state_repo::entry_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error("tenants/{0}/tenant.yaml in the state repo is not a valid spec: {1}")]
+    BadSpec(String, String),
+}
+
+/// One commit that touched a tenant, as auditors see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub commit: String,
+    pub author: String,
+    pub author_email: String,
+    /// Author time, RFC 3339 (UTC).
+    pub time: String,
+    /// `Action:` trailer, or `manual` for commits made without the api (pull requests).
+    pub action: String,
+    /// `Reason:` trailer, or the commit's subject.
+    pub reason: String,
+    pub request_id: Option<String>,
+    pub subject: String,
+}
+
+/// A tenant as the head of the state repo describes it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    pub name: String,
+    /// tenants/<name>/tenant.yaml as JSON.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// The head commit the spec was read at.
+    pub head: String,
+    /// The last commit that changed the tenant's folder.
+    pub last_commit: Option<HistoryEntry>,
+}
+
+fn tracking_tip(repo: &Repository, tracking_ref: &str) -> Result<Oid, ReadError> {
+    Ok(repo.refname_to_id(tracking_ref)?)
+}
+
+/// Reads tenant `name` at the head. `hint` is the commit the database recorded as its last change:
+/// when the tenant's folder is the same there as at the head, it is the answer without a walk.
+pub fn tenant(
+    path: &Path,
+    tracking_ref: &str,
+    name: &str,
+    hint: Option<&str>,
+) -> Result<Option<TenantView>, ReadError> {
+    let repo = Repository::open_bare(path)?;
+    let tip = tracking_tip(&repo, tracking_ref)?;
+    let tree = repo.find_commit(tip)?.tree()?;
+    let Some(text) = crate::state_repo::read_file(&repo, &tree, &spec_path(name)) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let spec = compiler::spec::TenantSpec::parse(&spec_path(name), &text)
+        .map_err(|d| ReadError::BadSpec(name.to_owned(), d.to_string()))?;
+    let spec = serde_json::to_value(&spec)
+        .map_err(|e| ReadError::BadSpec(name.to_owned(), e.to_string()))?;
+    let folder = format!("tenants/{name}");
+    let here = entry_id(&tree, &folder);
+    let hinted = hint
+        .and_then(|h| Oid::from_str(h).ok())
+        .filter(|h| *h == tip || repo.graph_descendant_of(tip, *h).unwrap_or(false))
+        .filter(|h| {
+            repo.find_commit(*h)
+                .and_then(|c| c.tree())
+                .map(|t| entry_id(&t, &folder) == here)
+                .unwrap_or(false)
+        });
+    let last_commit = match hinted {
+        Some(commit) => Some(entry(&repo.find_commit(commit)?)),
+        None => walk(&repo, tip, name, 1)?.into_iter().next(),
+    };
+    Ok(Some(TenantView {
+        name: name.to_owned(),
+        spec,
+        head: tip.to_string(),
+        last_commit,
+    }))
+}
+
+/// The commits that changed tenants/<name>/, newest first, at most `limit`.
+pub fn history(
+    path: &Path,
+    tracking_ref: &str,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<HistoryEntry>, ReadError> {
+    let repo = Repository::open_bare(path)?;
+    let tip = tracking_tip(&repo, tracking_ref)?;
+    walk(&repo, tip, name, limit)
+}
+
+/// `git log -- tenants/<name>`: a commit is listed when the folder differs from every parent's
+/// (a merge that took one side unchanged is skipped, as git does). Comparing tree ids first keeps
+/// the walk cheap: only commits whose tenants/ tree changed are looked into.
+fn walk(
+    repo: &Repository,
+    tip: Oid,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<HistoryEntry>, ReadError> {
+    let folder = format!("tenants/{name}");
+    let mut revwalk = repo.revwalk()?;
+    revwalk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)?;
+    revwalk.push(tip)?;
+    let mut entries = Vec::new();
+    for oid in revwalk {
+        let commit = repo.find_commit(oid?)?;
+        let tree = commit.tree()?;
+        let tenants_here = entry_id(&tree, "tenants");
+        let here = entry_id(&tree, &folder);
+        let mut changed = true;
+        if commit.parent_count() == 0 {
+            changed = here.is_some();
+        }
+        for parent in commit.parents() {
+            let parent_tree = parent.tree()?;
+            let same = entry_id(&parent_tree, "tenants") == tenants_here
+                || entry_id(&parent_tree, &folder) == here;
+            if same {
+                changed = false;
+                break;
+            }
+        }
+        if changed {
+            entries.push(entry(&commit));
+            if entries.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(entries)
+}
+
+fn entry(commit: &git2::Commit<'_>) -> HistoryEntry {
+    let message = commit.message().unwrap_or_default();
+    let subject = commit.summary().unwrap_or_default().to_owned();
+    let author = commit.author();
+    let time = time::OffsetDateTime::from_unix_timestamp(author.when().seconds())
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    HistoryEntry {
+        commit: commit.id().to_string(),
+        author: author.name().unwrap_or_default().to_owned(),
+        author_email: author.email().unwrap_or_default().to_owned(),
+        time,
+        action: trailer(message, "Action").unwrap_or("manual").to_owned(),
+        reason: trailer(message, "Reason")
+            .map(str::to_owned)
+            .unwrap_or_else(|| subject.clone()),
+        request_id: trailer(message, "Request-Id").map(str::to_owned),
+        subject,
+    }
+}

@@ -1,0 +1,526 @@
+//! The state repo: the api's bare clone of the GitOps repository Flux watches.
+//!
+//! This module owns every git operation: opening or cloning the clone, reading files of a commit,
+//! building new trees in memory from a parent tree plus a list of edits (no working tree, no index
+//! file: only the trees on the path of an edit are rewritten), writing commits, fetching and
+//! pushing with the configured credentials. It does not know what a tenant is.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use git2::{
+    Cred, CredentialType, ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, RemoteCallbacks,
+    Repository, Signature, Tree,
+};
+
+use crate::config::RepoConfig;
+
+pub const REMOTE: &str = "origin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error("the remote branch {0:?} does not exist; seed the state repo first (see docs/api.md)")]
+    NoBranch(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a push did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// Someone else pushed first: fetch, re-apply, retry.
+    #[error("push rejected: the remote branch moved")]
+    Rejected,
+    /// The remote could not be reached (network, credentials, missing path).
+    #[error("the state repo's remote cannot be reached: {0}")]
+    Unreachable(String),
+}
+
+/// One edit of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Create or replace the file at `path` ('/'-separated, relative to the root).
+    Write { path: String, contents: Vec<u8> },
+    /// Remove the file or folder at `path` (absent is fine).
+    Remove { path: String },
+}
+
+impl Edit {
+    pub fn path(&self) -> &str {
+        match self {
+            Edit::Write { path, .. } | Edit::Remove { path } => path,
+        }
+    }
+}
+
+/// The api's clone and how to reach its remote.
+pub struct StateRepo {
+    repo: Repository,
+    config: RepoConfig,
+}
+
+impl StateRepo {
+    /// Opens the clone at `config.local_path`, creating it (bare, with the remote) and fetching
+    /// the branch when it does not exist yet.
+    pub fn open_or_clone(config: &RepoConfig) -> Result<StateRepo, RepoError> {
+        let path = &config.local_path;
+        let repo = if path.join("HEAD").exists() {
+            Repository::open_bare(path)?
+        } else {
+            std::fs::create_dir_all(path)?;
+            let repo = Repository::init_bare(path)?;
+            repo.remote(REMOTE, &config.remote_url)?;
+            repo
+        };
+        if repo.find_remote(REMOTE)?.url() != Some(config.remote_url.as_str()) {
+            repo.remote_set_url(REMOTE, &config.remote_url)?;
+        }
+        let state = StateRepo {
+            repo,
+            config: config.clone(),
+        };
+        if state.remote_tip().is_none() {
+            state.fetch().map_err(|e| match e {
+                PushError::Unreachable(msg) => RepoError::Git(git2::Error::from_str(&msg)),
+                PushError::Rejected => RepoError::NoBranch(config.branch.clone()),
+            })?;
+        }
+        if state.remote_tip().is_none() {
+            return Err(RepoError::NoBranch(config.branch.clone()));
+        }
+        Ok(state)
+    }
+
+    /// Opens an existing clone for reading only.
+    pub fn open_for_reading(path: &Path) -> Result<Repository, RepoError> {
+        Ok(Repository::open_bare(path)?)
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!("refs/remotes/{REMOTE}/{}", self.config.branch)
+    }
+
+    fn branch_ref(&self) -> String {
+        format!("refs/heads/{}", self.config.branch)
+    }
+
+    /// The remote branch as last fetched or pushed.
+    pub fn remote_tip(&self) -> Option<Oid> {
+        self.repo.refname_to_id(&self.tracking_ref()).ok()
+    }
+
+    /// Moves the local branch (what gets pushed next).
+    pub fn set_local_tip(&self, tip: Oid, why: &str) -> Result<(), RepoError> {
+        self.repo.reference(&self.branch_ref(), tip, true, why)?;
+        Ok(())
+    }
+
+    fn set_remote_tip(&self, tip: Oid) -> Result<(), RepoError> {
+        self.repo
+            .reference(&self.tracking_ref(), tip, true, "push")?;
+        Ok(())
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut callbacks = RemoteCallbacks::new();
+        let config = &self.config;
+        let mut attempts = 0;
+        callbacks.credentials(move |_url, username, allowed| {
+            attempts += 1;
+            if attempts > 3 {
+                return Err(git2::Error::from_str("credentials were refused"));
+            }
+            if allowed.contains(CredentialType::SSH_KEY) {
+                if let Some(key) = &config.ssh_key_path {
+                    return Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+                }
+                return Cred::ssh_key_from_agent(username.unwrap_or("git"));
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                if let Some(path) = &config.token_path {
+                    let token = std::fs::read_to_string(path).map_err(|e| {
+                        git2::Error::from_str(&format!("cannot read repo.token_path: {e}"))
+                    })?;
+                    return Cred::userpass_plaintext(&config.token_username, token.trim());
+                }
+            }
+            Err(git2::Error::from_str(
+                "no credentials configured for this remote",
+            ))
+        });
+        callbacks
+    }
+
+    /// Fetches the remote branch into the tracking ref; returns the remote tip.
+    pub fn fetch(&self) -> Result<Option<Oid>, PushError> {
+        let mut remote = self
+            .repo
+            .find_remote(REMOTE)
+            .map_err(|e| PushError::Unreachable(e.message().to_owned()))?;
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(self.callbacks());
+        let refspec = format!("+refs/heads/{}:{}", self.config.branch, self.tracking_ref());
+        remote
+            .fetch(&[&refspec], Some(&mut options), Some("fetch"))
+            .map_err(|e| PushError::Unreachable(e.message().to_owned()))?;
+        Ok(self.remote_tip())
+    }
+
+    /// Pushes `tip` to the remote branch (fast-forward only).
+    pub fn push(&self, tip: Oid) -> Result<(), PushError> {
+        self.set_local_tip(tip, "push")
+            .map_err(|e| PushError::Unreachable(e.to_string()))?;
+        let mut remote = self
+            .repo
+            .find_remote(REMOTE)
+            .map_err(|e| PushError::Unreachable(e.message().to_owned()))?;
+        let mut rejected = None;
+        let mut callbacks = self.callbacks();
+        callbacks.push_update_reference(|_refname, status| {
+            if let Some(status) = status {
+                rejected = Some(status.to_owned());
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(callbacks);
+        let refspec = format!("{0}:{0}", self.branch_ref());
+        match remote.push(&[&refspec], Some(&mut options)) {
+            Ok(()) => {}
+            Err(e) if e.code() == ErrorCode::NotFastForward => return Err(PushError::Rejected),
+            Err(e)
+                if e.message().contains("non-fast-forward")
+                    || e.message().contains("fetch first") =>
+            {
+                return Err(PushError::Rejected)
+            }
+            Err(e) => return Err(PushError::Unreachable(e.message().to_owned())),
+        }
+        drop(options);
+        if let Some(status) = rejected {
+            tracing::debug!(%status, "push rejected by the remote");
+            return Err(PushError::Rejected);
+        }
+        self.set_remote_tip(tip)
+            .map_err(|e| PushError::Unreachable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Builds the tree of `base` with `edits` applied (see [`edit_tree_in`]).
+    pub fn edit_tree(&self, base: &Tree<'_>, edits: &[Edit]) -> Result<Oid, RepoError> {
+        Ok(edit_tree_in(&self.repo, base, edits)?)
+    }
+
+    /// Writes a commit object (no ref moves).
+    pub fn commit(
+        &self,
+        parent: Oid,
+        tree: Oid,
+        author: &Signature<'_>,
+        committer: &Signature<'_>,
+        message: &str,
+    ) -> Result<Oid, RepoError> {
+        let parent = self.repo.find_commit(parent)?;
+        let tree = self.repo.find_tree(tree)?;
+        Ok(self
+            .repo
+            .commit(None, author, committer, message, &tree, &[&parent])?)
+    }
+
+    /// Whether `commit` is `tip` or one of its ancestors.
+    pub fn contains(&self, tip: Oid, commit: Oid) -> bool {
+        tip == commit || self.repo.graph_descendant_of(tip, commit).unwrap_or(false)
+    }
+}
+
+/// Connects to the configured remote (readiness probe); the error says why it cannot be reached.
+pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
+    let repo = Repository::open_bare(&config.local_path)
+        .map_err(|e| format!("the api's clone: {}", e.message()))?;
+    let state = StateRepo {
+        repo,
+        config: config.clone(),
+    };
+    let mut remote = state
+        .repo
+        .find_remote(REMOTE)
+        .map_err(|e| e.message().to_owned())?;
+    remote
+        .connect_auth(git2::Direction::Fetch, Some(state.callbacks()), None)
+        .map_err(|e| format!("the state repo's remote cannot be reached: {}", e.message()))?;
+    Ok(())
+}
+
+/// Builds the tree of `base` with `edits` applied. Only the trees on the paths of the edits are
+/// read and rewritten; later edits of a path win over earlier ones.
+pub fn edit_tree_in(
+    repo: &Repository,
+    base: &Tree<'_>,
+    edits: &[Edit],
+) -> Result<Oid, git2::Error> {
+    let mut root = Node::default();
+    for edit in edits {
+        root.insert(edit);
+    }
+    match write_node(repo, Some(base), &root)? {
+        Some(oid) => Ok(oid),
+        None => empty_tree(repo),
+    }
+}
+
+fn write_node(
+    repo: &Repository,
+    existing: Option<&Tree<'_>>,
+    node: &Node,
+) -> Result<Option<Oid>, git2::Error> {
+    let mut builder = repo.treebuilder(existing)?;
+    for (name, child) in &node.children {
+        match child {
+            Change::Remove => {
+                if builder.get(name)?.is_some() {
+                    builder.remove(name)?;
+                }
+            }
+            Change::Write(contents) => {
+                let blob = repo.blob(contents)?;
+                builder.insert(name, blob, 0o100644)?;
+            }
+            Change::Dir(sub) => {
+                let current = match builder.get(name)? {
+                    Some(entry) if entry.kind() == Some(ObjectType::Tree) && !sub.replace => {
+                        Some(repo.find_tree(entry.id())?)
+                    }
+                    _ => None,
+                };
+                match write_node(repo, current.as_ref(), sub)? {
+                    Some(oid) => {
+                        builder.insert(name, oid, 0o040000)?;
+                    }
+                    None => {
+                        if builder.get(name)?.is_some() {
+                            builder.remove(name)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if builder.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(builder.write()?))
+}
+
+/// Reads the file at `path` in `tree`; None when absent or not a file.
+pub fn read_file(repo: &Repository, tree: &Tree<'_>, path: &str) -> Option<Vec<u8>> {
+    let entry = tree.get_path(Path::new(path)).ok()?;
+    if entry.kind() != Some(ObjectType::Blob) {
+        return None;
+    }
+    repo.find_blob(entry.id())
+        .ok()
+        .map(|b| b.content().to_vec())
+}
+
+/// The id of the entry at `path` in `tree`, if any.
+pub fn entry_id(tree: &Tree<'_>, path: &str) -> Option<Oid> {
+    tree.get_path(Path::new(path)).ok().map(|e| e.id())
+}
+
+fn empty_tree(repo: &Repository) -> Result<Oid, git2::Error> {
+    repo.treebuilder(None)?.write()
+}
+
+#[derive(Default, Debug)]
+struct Node {
+    children: BTreeMap<String, Change>,
+    /// The folder was removed before being written to: start from empty, not from its old content.
+    replace: bool,
+}
+
+#[derive(Debug)]
+enum Change {
+    Write(Vec<u8>),
+    Remove,
+    Dir(Node),
+}
+
+impl Node {
+    /// Later edits win over earlier ones on the same path.
+    fn insert(&mut self, edit: &Edit) {
+        let parts: Vec<&str> = edit.path().split('/').filter(|p| !p.is_empty()).collect();
+        let Some((last, dirs)) = parts.split_last() else {
+            return;
+        };
+        let mut node = self;
+        for dir in dirs {
+            let entry = node
+                .children
+                .entry((*dir).to_owned())
+                .or_insert_with(|| Change::Dir(Node::default()));
+            if !matches!(entry, Change::Dir(_)) {
+                *entry = Change::Dir(Node {
+                    children: BTreeMap::new(),
+                    replace: true,
+                });
+            }
+            let Change::Dir(next) = entry else {
+                unreachable!("just made a folder")
+            };
+            node = next;
+        }
+        let change = match edit {
+            Edit::Write { contents, .. } => Change::Write(contents.clone()),
+            Edit::Remove { .. } => Change::Remove,
+        };
+        node.children.insert((*last).to_owned(), change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn seeded_remote(dir: &Path) -> std::path::PathBuf {
+        let remote = dir.join("remote.git");
+        let repo = Repository::init_bare(&remote).unwrap();
+        let sig = Signature::now("seed", "seed@example.com").unwrap();
+        let mut builder = repo.treebuilder(None).unwrap();
+        let blob = repo.blob(b"hello\n").unwrap();
+        builder.insert("README", blob, 0o100644).unwrap();
+        let tree = repo.find_tree(builder.write().unwrap()).unwrap();
+        repo.commit(Some("refs/heads/main"), &sig, &sig, "seed", &tree, &[])
+            .unwrap();
+        remote
+    }
+
+    fn config(dir: &Path, remote: &Path) -> RepoConfig {
+        let mut config = Config::default().repo;
+        config.local_path = dir.join("clone.git");
+        config.remote_url = remote.display().to_string();
+        config
+    }
+
+    #[test]
+    fn edits_commit_and_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = seeded_remote(dir.path());
+        let state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
+        let tip = state.remote_tip().unwrap();
+        let base = state.repository().find_commit(tip).unwrap().tree().unwrap();
+        let tree = state
+            .edit_tree(
+                &base,
+                &[
+                    Edit::Write {
+                        path: "a/b/c.txt".into(),
+                        contents: b"c".to_vec(),
+                    },
+                    Edit::Write {
+                        path: "a/d.txt".into(),
+                        contents: b"d".to_vec(),
+                    },
+                ],
+            )
+            .unwrap();
+        let sig = Signature::now("t", "t@example.com").unwrap();
+        let commit = state.commit(tip, tree, &sig, &sig, "add").unwrap();
+        state.push(commit).unwrap();
+        let remote_repo = Repository::open_bare(&remote).unwrap();
+        assert_eq!(
+            remote_repo.refname_to_id("refs/heads/main").unwrap(),
+            commit
+        );
+        let tree = state.repository().find_tree(tree).unwrap();
+        assert_eq!(
+            read_file(state.repository(), &tree, "a/b/c.txt").unwrap(),
+            b"c"
+        );
+
+        // A folder removed then written to holds only what was written.
+        let replaced = state
+            .edit_tree(
+                &tree,
+                &[
+                    Edit::Remove { path: "a".into() },
+                    Edit::Write {
+                        path: "a/e.txt".into(),
+                        contents: b"e".to_vec(),
+                    },
+                ],
+            )
+            .unwrap();
+        let replaced = state.repository().find_tree(replaced).unwrap();
+        assert!(replaced.get_path(Path::new("a/d.txt")).is_err());
+        assert!(replaced.get_path(Path::new("a/e.txt")).is_ok());
+
+        // Removing the only file of a folder removes the folder.
+        let tree2 = state
+            .edit_tree(
+                &tree,
+                &[
+                    Edit::Remove { path: "a/b".into() },
+                    Edit::Remove {
+                        path: "a/d.txt".into(),
+                    },
+                ],
+            )
+            .unwrap();
+        let tree2 = state.repository().find_tree(tree2).unwrap();
+        assert!(tree2.get_name("a").is_none());
+        assert!(tree2.get_name("README").is_some());
+    }
+
+    #[test]
+    fn a_push_behind_the_remote_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = seeded_remote(dir.path());
+        let state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
+        let tip = state.remote_tip().unwrap();
+        // Someone else pushes.
+        let other = Repository::open_bare(&remote).unwrap();
+        let sig = Signature::now("sre", "sre@example.com").unwrap();
+        let parent = other.find_commit(tip).unwrap();
+        other
+            .commit(
+                Some("refs/heads/main"),
+                &sig,
+                &sig,
+                "sre",
+                &parent.tree().unwrap(),
+                &[&parent],
+            )
+            .unwrap();
+        let base = state.repository().find_commit(tip).unwrap().tree().unwrap();
+        let tree = state
+            .edit_tree(
+                &base,
+                &[Edit::Write {
+                    path: "x".into(),
+                    contents: b"x".to_vec(),
+                }],
+            )
+            .unwrap();
+        let commit = state.commit(tip, tree, &sig, &sig, "mine").unwrap();
+        assert!(matches!(state.push(commit), Err(PushError::Rejected)));
+        let new_tip = state.fetch().unwrap().unwrap();
+        assert_ne!(new_tip, tip);
+    }
+
+    #[test]
+    fn an_unreachable_remote_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = seeded_remote(dir.path());
+        let state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
+        std::fs::rename(&remote, dir.path().join("moved.git")).unwrap();
+        let tip = state.remote_tip().unwrap();
+        assert!(matches!(state.push(tip), Err(PushError::Unreachable(_))));
+    }
+}

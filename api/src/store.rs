@@ -1,0 +1,437 @@
+//! The database: the tenants index, the outbox of git operations and the idempotency keys.
+//!
+//! One code path for SQLite (embedded default) and PostgreSQL through `sqlx::Any`, one set of
+//! migrations in the portable SQL subset (`api/migrations/`), `$n` placeholders (both drivers take
+//! them). Times are Unix milliseconds in BIGINT columns. This module knows nothing about git or
+//! HTTP: it stores what the writer hands it, one transaction per batch.
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+/// A row of the tenants index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    pub name: String,
+    pub owner_email: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_commit: String,
+}
+
+/// What a change does to the tenants index.
+#[derive(Debug, Clone)]
+pub enum IndexEffect {
+    /// The tenant exists after the change (created or updated).
+    Upsert { owner_email: String },
+    /// The tenant is gone after the change.
+    Remove,
+}
+
+/// A stored response for an Idempotency-Key.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub actor: String,
+    pub key: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// One change as the writer records it, with what it needs to be undone.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub seq: i64,
+    pub tenant: String,
+    pub action: String,
+    pub request_id: String,
+    pub change_json: String,
+    pub commit_id: String,
+    pub index: IndexEffect,
+    pub idempotency: Option<IdempotencyRecord>,
+    /// The tenant's index row before the change.
+    pub prior: Option<TenantRow>,
+    pub at: i64,
+}
+
+/// A pending outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub tenant: String,
+    pub change_json: String,
+    pub commit_id: String,
+}
+
+impl Store {
+    /// Connects, tunes SQLite for concurrent use, and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        // WAL lets readers run beside the writer; NORMAL sync is durable against a
+                        // process crash (kill -9), which is what the outbox protects against.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Readiness probe.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The next free outbox sequence number (the writer assigns them; there is one writer).
+    pub async fn next_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM outbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("m")? + 1)
+    }
+
+    pub async fn tenant(&self, name: &str) -> Result<Option<TenantRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, owner_email, created_at, updated_at, last_commit FROM tenants WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| tenant_row(&r)).transpose()
+    }
+
+    pub async fn tenant_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tenants")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    /// Every tenant in the index, sorted by name.
+    pub async fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, owner_email, created_at, updated_at, last_commit FROM tenants ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_row).collect()
+    }
+
+    pub async fn idempotent_response(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE actor = $1 AND idem_key = $2",
+        )
+        .bind(actor)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(IdempotencyRecord {
+                actor: actor.to_owned(),
+                key: key.to_owned(),
+                request_hash: r.try_get("request_hash")?,
+                status: u16::try_from(r.try_get::<i32, _>("status")?).unwrap_or(500),
+                body: r.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a batch of changes in one transaction: index rows, outbox rows (pending) and
+    /// idempotency responses.
+    pub async fn record_batch(&self, batch: &[Recorded]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for change in batch {
+            match &change.index {
+                IndexEffect::Upsert { owner_email } => {
+                    sqlx::query(
+                        "INSERT INTO tenants (name, owner_email, created_at, updated_at, last_commit) \
+                         VALUES ($1, $2, $3, $3, $4) \
+                         ON CONFLICT (name) DO UPDATE SET owner_email = excluded.owner_email, \
+                         updated_at = excluded.updated_at, last_commit = excluded.last_commit",
+                    )
+                    .bind(&change.tenant)
+                    .bind(owner_email)
+                    .bind(change.at)
+                    .bind(&change.commit_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                IndexEffect::Remove => {
+                    sqlx::query("DELETE FROM tenants WHERE name = $1")
+                        .bind(&change.tenant)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO outbox (seq, tenant, action, request_id, change_json, commit_id, state, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
+            )
+            .bind(change.seq)
+            .bind(&change.tenant)
+            .bind(&change.action)
+            .bind(&change.request_id)
+            .bind(&change.change_json)
+            .bind(&change.commit_id)
+            .bind(change.at)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(idem) = &change.idempotency {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (actor, idem_key, request_hash, status, body, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&idem.actor)
+                .bind(&idem.key)
+                .bind(&idem.request_hash)
+                .bind(i32::from(idem.status))
+                .bind(&idem.body)
+                .bind(change.at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Undoes a recorded batch (the push failed and the policy is to fail the requests).
+    pub async fn undo_batch(&self, batch: &[Recorded]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for change in batch.iter().rev() {
+            match &change.prior {
+                Some(prior) => {
+                    sqlx::query(
+                        "INSERT INTO tenants (name, owner_email, created_at, updated_at, last_commit) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (name) DO UPDATE SET owner_email = excluded.owner_email, \
+                         created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                         last_commit = excluded.last_commit",
+                    )
+                    .bind(&prior.name)
+                    .bind(&prior.owner_email)
+                    .bind(prior.created_at)
+                    .bind(prior.updated_at)
+                    .bind(&prior.last_commit)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM tenants WHERE name = $1")
+                        .bind(&change.tenant)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            sqlx::query("DELETE FROM outbox WHERE seq = $1")
+                .bind(change.seq)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(idem) = &change.idempotency {
+                sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND idem_key = $2")
+                    .bind(&idem.actor)
+                    .bind(&idem.key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records new commit ids after the changes were re-applied on a newer head.
+    pub async fn rewrite_commits(
+        &self,
+        commits: &[(i64, String, String)],
+    ) -> Result<(), StoreError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (seq, tenant, commit) in commits {
+            sqlx::query("UPDATE outbox SET commit_id = $1 WHERE seq = $2")
+                .bind(commit)
+                .bind(*seq)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE tenants SET last_commit = $1 WHERE name = $2")
+                .bind(commit)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves outbox rows to `state` ('pushed', or 'abandoned' for a replayed change that no longer
+    /// applies).
+    pub async fn mark_state(&self, seqs: &[i64], state: &str, at: i64) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for seq in seqs {
+            sqlx::query("UPDATE outbox SET state = $1, pushed_at = $2 WHERE seq = $3")
+                .bind(state)
+                .bind(at)
+                .bind(*seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending outbox rows in the order they were acknowledged.
+    pub async fn pending(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, tenant, change_json, commit_id FROM outbox WHERE state = 'pending' ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    seq: r.try_get("seq")?,
+                    tenant: r.try_get("tenant")?,
+                    change_json: r.try_get("change_json")?,
+                    commit_id: r.try_get("commit_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts outbox rows per state, for metrics and tests.
+    pub async fn outbox_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS p, \
+             COALESCE(SUM(CASE WHEN state = 'pushed' THEN 1 ELSE 0 END), 0) AS d FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get::<i64, _>("p")?, row.try_get::<i64, _>("d")?))
+    }
+}
+
+fn tenant_row(r: &sqlx::any::AnyRow) -> Result<TenantRow, StoreError> {
+    Ok(TenantRow {
+        name: r.try_get("name")?,
+        owner_email: r.try_get("owner_email")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        last_commit: r.try_get("last_commit")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(seq: i64, tenant: &str, effect: IndexEffect, prior: Option<TenantRow>) -> Recorded {
+        Recorded {
+            seq,
+            tenant: tenant.into(),
+            action: "provision".into(),
+            request_id: format!("req-{seq}"),
+            change_json: "{}".into(),
+            commit_id: format!("{seq:040}"),
+            index: effect,
+            idempotency: Some(IdempotencyRecord {
+                actor: "ops".into(),
+                key: format!("key-{seq}"),
+                request_hash: "h".into(),
+                status: 201,
+                body: "{}".into(),
+            }),
+            prior,
+            at: 1000 + seq,
+        }
+    }
+
+    #[tokio::test]
+    async fn record_mark_and_undo_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        assert_eq!(store.next_seq().await.unwrap(), 1);
+        let upsert = || IndexEffect::Upsert {
+            owner_email: "a@example.com".into(),
+        };
+        store
+            .record_batch(&[change(1, "acme", upsert(), None)])
+            .await
+            .unwrap();
+        let row = store.tenant("acme").await.unwrap().unwrap();
+        assert_eq!(row.last_commit, format!("{:040}", 1));
+        assert_eq!(store.pending().await.unwrap().len(), 1);
+        let replay = store
+            .idempotent_response("ops", "key-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(replay.status, 201);
+
+        let second = change(2, "acme", IndexEffect::Remove, Some(row.clone()));
+        store
+            .record_batch(std::slice::from_ref(&second))
+            .await
+            .unwrap();
+        assert!(store.tenant("acme").await.unwrap().is_none());
+        store.undo_batch(&[second]).await.unwrap();
+        assert_eq!(store.tenant("acme").await.unwrap(), Some(row));
+        assert!(store
+            .idempotent_response("ops", "key-2")
+            .await
+            .unwrap()
+            .is_none());
+
+        store.mark_state(&[1], "pushed", 5000).await.unwrap();
+        assert_eq!(store.outbox_counts().await.unwrap(), (0, 1));
+        assert_eq!(store.next_seq().await.unwrap(), 2);
+    }
+}
