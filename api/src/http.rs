@@ -263,12 +263,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         let message = inner.to_string();
         // serde reports a missing field at its parent; name the field itself.
-        let field = match message
-            .strip_prefix("missing field `")
-            .and_then(|m| m.split('`').next())
-        {
-            Some(missing) if path == "." => missing.to_owned(),
-            Some(missing) => format!("{path}.{missing}"),
+        // (An unknown field is already the last element of the path.)
+        let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+        let field = match missing {
+            Some(name) if path == "." => name.to_owned(),
+            Some(name) => format!("{path}.{name}"),
             None if inner.is_syntax() || inner.is_eof() => "body".to_owned(),
             None => path,
         };
