@@ -1,1 +1,505 @@
-fn main() {}
+//! The proxy's benchmark harness: a mock upstream with fixed latency, a load generator, and the real proxy
+//! binary in between, compared against calling the mock directly.
+//!
+//! Three measurements, each printed as a table:
+//! - idle: resident memory of a freshly started proxy holding an N-tenant table;
+//! - latency: open-loop non-streaming load at a fixed rate, direct versus through the proxy, and the
+//!   latency the proxy adds at p50/p90/p99;
+//! - streams: C concurrent streaming requests held open, time to first byte direct versus through the
+//!   proxy, and the proxy's peak resident memory.
+//!
+//! Build in release mode and run `proxy-bench --proxy-bin target/release/proxy`; see docs/BENCHMARKS.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::body::Body;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use clap::Parser;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+#[derive(Parser, Clone)]
+#[command(about = "Benchmark the token proxy against a fixed-latency mock upstream")]
+struct Args {
+    /// The proxy binary to run (build it with `cargo build --release -p proxy`).
+    #[arg(long, default_value = "target/release/proxy")]
+    proxy_bin: PathBuf,
+    /// Which measurements to run.
+    #[arg(long, value_delimiter = ',', default_value = "idle,latency,streams")]
+    run: Vec<String>,
+    /// Tenants in the table.
+    #[arg(long, default_value_t = 10_000)]
+    tenants: usize,
+    /// Requests per second for the latency run.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Seconds of measured load per side in the latency run (after a warm-up of the same length / 2).
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// The mock upstream's fixed latency before its response headers, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    upstream_latency_ms: u64,
+    /// Concurrent streams in the streams run.
+    #[arg(long, default_value_t = 1_000)]
+    streams: usize,
+    /// How long each stream stays open, in seconds.
+    #[arg(long, default_value_t = 5)]
+    stream_seconds: u64,
+}
+
+fn token(i: usize) -> String {
+    format!("bench-token-{i}")
+}
+
+fn write_table(dir: &Path, tenants: usize) -> Result<()> {
+    // Sixteen shards, like the compiler's default.
+    let mut shards: Vec<Vec<Value>> = vec![Vec::new(); 16];
+    for i in 0..tenants {
+        let name = format!("tenant-{i:05}");
+        let shard = sha2::Sha256::digest(name.as_bytes())[0] as usize % 16;
+        shards[shard].push(json!({
+            "name": name,
+            "tokenSha256": hex::encode(sha2::Sha256::digest(token(i).as_bytes())),
+            "state": "active",
+            "tier": "bench",
+            "limits": {"requestsPerMinute": 1_000_000, "tokensPerMinute": 1_000_000_000,
+                       "monthlyTokenBudget": 1_000_000_000_000u64, "concurrentRequests": 10_000},
+            "connections": [{"provider": "github", "connectionId": format!("conn-{i}"), "providerConfigKey": "github"}]
+        }));
+    }
+    for (i, mut tenants) in shards.into_iter().enumerate() {
+        tenants.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let body = json!({"version": 1, "tenants": tenants});
+        std::fs::write(
+            dir.join(format!("tenants-{i:02x}.json")),
+            serde_json::to_vec(&body)?,
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Mock {
+    latency: Duration,
+    stream_for: Duration,
+}
+
+async fn mock_chat(
+    axum::extract::State(m): axum::extract::State<Mock>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    tokio::time::sleep(m.latency).await;
+    if body["stream"].as_bool() != Some(true) {
+        return Json(json!({
+            "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock upstream."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}
+        }))
+        .into_response();
+    }
+    let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
+    let ticks = (m.stream_for.as_millis() / 250).max(1) as u64;
+    let s = futures_util::stream::unfold(0u64, move |n| async move {
+        let chunk = if n == 0 {
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n".to_owned()
+        } else if n <= ticks {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok \"}}]}\n\n".to_owned()
+        } else if n == ticks + 1 {
+            let mut s = String::from("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+            if include_usage {
+                s.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":8,\"total_tokens\":28}}\n\n");
+            }
+            s.push_str("data: [DONE]\n\n");
+            s
+        } else {
+            return None;
+        };
+        Some((Ok::<_, std::io::Error>(chunk), n + 1))
+    });
+    (
+        [("content-type", "text/event-stream")],
+        Body::from_stream(s),
+    )
+        .into_response()
+}
+
+async fn serve(router: Router) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(addr)
+}
+
+struct ProxyProcess {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    async fn start(
+        bin: &Path,
+        upstream: SocketAddr,
+        api: SocketAddr,
+        tenants: usize,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let table = dir.path().join("table");
+        std::fs::create_dir(&table)?;
+        write_table(&table, tenants)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+table_dir = "{table}"
+[upstreams.openai]
+base_url = "http://{upstream}"
+api_key = "sk-bench"
+[api]
+base_url = "http://{api}"
+credential = "bench"
+budget_poll_interval_ms = 0
+[limits]
+pool_max_idle_per_host = 2048
+"#,
+                table = table.display()
+            ),
+        )?;
+        let child = tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("proxy did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    fn rss_kib(&self, field: &str) -> u64 {
+        let Some(pid) = self.child.id() else { return 0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn client(pool: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client")
+}
+
+struct LoadResult {
+    hist: Histogram<u64>,
+    errors: u64,
+    sent: u64,
+}
+
+/// Open-loop load: one request every 1/rate seconds, whatever the responses do.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    seconds: u64,
+    tenants: usize,
+) -> LoadResult {
+    let hist = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new(3).expect("histogram"),
+    ));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = rate * seconds;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        ticker.tick().await;
+        let (client, url, hist, errors) =
+            (client.clone(), url.to_owned(), hist.clone(), errors.clone());
+        let tok = token(i as usize % tenants.min(100));
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client
+                .post(&url)
+                .bearer_auth(tok)
+                .json(&json!({"model": "kimi-k2", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 64}))
+                .send()
+                .await;
+            let ok = match r {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            };
+            if ok {
+                let us = started.elapsed().as_micros() as u64;
+                hist.lock().unwrap().record(us.max(1)).ok();
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let hist = hist.lock().unwrap().clone();
+    LoadResult {
+        hist,
+        errors: errors.load(Ordering::Relaxed),
+        sent: total,
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+async fn run_latency(args: &Args, upstream: SocketAddr, proxy: &ProxyProcess) {
+    let c = client(4096);
+    let direct = format!("http://{upstream}/v1/chat/completions");
+    let via = format!("http://{}/v1/chat/completions", proxy.addr);
+    let warm = (args.seconds / 2).max(1);
+    load(&c, &direct, args.rate, warm, args.tenants).await;
+    load(&c, &via, args.rate, warm, args.tenants).await;
+    let d = load(&c, &direct, args.rate, args.seconds, args.tenants).await;
+    let p = load(&c, &via, args.rate, args.seconds, args.tenants).await;
+    println!(
+        "\n## latency: {} req/s for {} s, non-streaming, mock latency {} ms",
+        args.rate, args.seconds, args.upstream_latency_ms
+    );
+    println!("| path | requests | errors | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, r) in [("direct", &d), ("via proxy", &p)] {
+        println!(
+            "| {name} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            r.sent,
+            r.errors,
+            ms(r.hist.value_at_quantile(0.5)),
+            ms(r.hist.value_at_quantile(0.9)),
+            ms(r.hist.value_at_quantile(0.99)),
+            ms(r.hist.max())
+        );
+    }
+    let added = |q: f64| ms(p.hist.value_at_quantile(q)) - ms(d.hist.value_at_quantile(q));
+    println!(
+        "| added by the proxy | | | {:.3} | {:.3} | {:.3} | |",
+        added(0.5),
+        added(0.9),
+        added(0.99)
+    );
+    println!(
+        "proxy resident memory after the run: {} KiB",
+        proxy.rss_kib("VmRSS:")
+    );
+}
+
+/// `n` streams started evenly over `ramp` (so that opening connections is not a SYN flood), all open at once
+/// once the last one started, as long as each lasts longer than the ramp.
+async fn streams(
+    c: &reqwest::Client,
+    url: &str,
+    n: usize,
+    tenants: usize,
+    ramp: Duration,
+) -> (Histogram<u64>, u64) {
+    let hist = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new(3).expect("histogram"),
+    ));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let begin = tokio::time::Instant::now();
+    for i in 0..n {
+        let (c, url, hist, errors) = (c.clone(), url.to_owned(), hist.clone(), errors.clone());
+        let tok = token(i % tenants);
+        let at = begin + ramp.mul_f64(i as f64 / n as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let started = Instant::now();
+            let r = c
+                .post(&url)
+                .bearer_auth(tok)
+                .json(&json!({"model": "kimi-k2", "stream": true, "messages": [{"role": "user", "content": "hello"}]}))
+                .send()
+                .await;
+            let Ok(r) = r else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            if !r.status().is_success() {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut s = r.bytes_stream();
+            match s.next().await {
+                Some(Ok(_)) => {
+                    hist.lock().unwrap().record((started.elapsed().as_micros() as u64).max(1)).ok();
+                }
+                _ => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            let mut done = false;
+            while let Some(c) = s.next().await {
+                match c {
+                    Ok(c) => done |= c.ends_with(b"data: [DONE]\n\n"),
+                    Err(_) => break,
+                }
+            }
+            if !done {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let h = hist.lock().unwrap().clone();
+    (h, errors.load(Ordering::Relaxed))
+}
+
+async fn run_streams(args: &Args, upstream: SocketAddr, proxy: &ProxyProcess) {
+    let direct = format!("http://{upstream}/v1/chat/completions");
+    let via = format!("http://{}/v1/chat/completions", proxy.addr);
+    let ramp = Duration::from_secs(args.stream_seconds).mul_f64(0.4);
+    let c = client(args.streams + 16);
+    // A first pass of each warms the connection pools on both sides; the second is measured.
+    streams(&c, &direct, args.streams, args.tenants, ramp).await;
+    let (d, de) = streams(&c, &direct, args.streams, args.tenants, ramp).await;
+    streams(&c, &via, args.streams, args.tenants, ramp).await;
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        let pid = proxy.child.id();
+        tokio::spawn(async move {
+            loop {
+                if let Some(pid) = pid {
+                    let s =
+                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    if let Some(kib) = s
+                        .lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let (p, pe) = streams(&c, &via, args.streams, args.tenants, ramp).await;
+    sampler.abort();
+    println!(
+        "\n## streams: {} concurrent streaming requests (started over {:.1} s, each open {} s), mock latency {} ms",
+        args.streams, ramp.as_secs_f64(), args.stream_seconds, args.upstream_latency_ms
+    );
+    println!("| path | errors | TTFB p50 ms | TTFB p90 ms | TTFB p99 ms |");
+    println!("|---|---|---|---|---|");
+    for (name, h, e) in [("direct", &d, de), ("via proxy", &p, pe)] {
+        println!(
+            "| {name} | {e} | {:.3} | {:.3} | {:.3} |",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99))
+        );
+    }
+    let added = |q: f64| ms(p.value_at_quantile(q)) - ms(d.value_at_quantile(q));
+    println!(
+        "| added by the proxy | | {:.3} | {:.3} | {:.3} |",
+        added(0.5),
+        added(0.9),
+        added(0.99)
+    );
+    println!(
+        "proxy peak resident memory during the streams: {:.1} MiB (VmHWM {:.1} MiB)",
+        peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        proxy.rss_kib("VmHWM:") as f64 / 1024.0
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if !args.proxy_bin.is_file() {
+        bail!(
+            "{} not found; build it with `cargo build --release -p proxy`",
+            args.proxy_bin.display()
+        );
+    }
+    let mock = Mock {
+        latency: Duration::from_millis(args.upstream_latency_ms),
+        stream_for: Duration::from_secs(args.stream_seconds),
+    };
+    let upstream = serve(
+        Router::new()
+            .route("/v1/chat/completions", post(mock_chat))
+            .with_state(mock),
+    )
+    .await?;
+    let api = serve(Router::new().route(
+        "/internal/usage",
+        post(|| async { axum::http::StatusCode::NO_CONTENT }),
+    ))
+    .await?;
+
+    if args.run.iter().any(|r| r == "idle") {
+        let proxy = ProxyProcess::start(&args.proxy_bin, upstream, api, args.tenants).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!("\n## idle: {} tenants loaded", args.tenants);
+        println!(
+            "proxy resident memory: {:.1} MiB (VmHWM {:.1} MiB)",
+            proxy.rss_kib("VmRSS:") as f64 / 1024.0,
+            proxy.rss_kib("VmHWM:") as f64 / 1024.0
+        );
+    }
+    if args.run.iter().any(|r| r == "latency") {
+        let proxy = ProxyProcess::start(&args.proxy_bin, upstream, api, args.tenants).await?;
+        run_latency(&args, upstream, &proxy).await;
+    }
+    if args.run.iter().any(|r| r == "streams") {
+        let proxy = ProxyProcess::start(&args.proxy_bin, upstream, api, args.tenants).await?;
+        run_streams(&args, upstream, &proxy).await;
+    }
+    Ok(())
+}
