@@ -172,7 +172,7 @@ pub struct Admission {
     limiter: Arc<TenantLimiter>,
     estimate: u64,
     settled: bool,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
     pub headroom: Headroom,
 }
 
@@ -246,12 +246,7 @@ impl Limiters {
     }
 
     /// Admits a request whose token use is estimated at `estimate`, or says why not.
-    pub fn admit(
-        &self,
-        tenant: &Tenant,
-        estimate: u64,
-        hold_slot: bool,
-    ) -> Result<Admission, Rejection> {
+    pub fn admit(&self, tenant: &Tenant, estimate: u64) -> Result<Admission, Rejection> {
         let now = Period::of(Utc::now());
         let budget_limit = tenant.limits.monthly_token_budget;
         let budget = self.budget(&tenant.name);
@@ -271,15 +266,14 @@ impl Limiters {
             limit: limits.requests_per_minute,
             retry_after: retry_after(&n),
         })?;
-        let permit = if hold_slot {
-            Some(limiter.in_flight.clone().try_acquire_owned().map_err(|_| {
-                Rejection::Concurrency {
+        let permit =
+            limiter
+                .in_flight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Rejection::Concurrency {
                     limit: limits.concurrent_requests,
-                }
-            })?)
-        } else {
-            None
-        };
+                })?;
         let charge = estimate.clamp(1, u64::from(limits.tokens_per_minute)) as u32;
         let tokens = match limiter
             .tokens
@@ -342,7 +336,7 @@ impl Limiters {
             limiter,
             estimate: 0,
             settled: false,
-            _permit: Some(permit),
+            _permit: permit,
             headroom: Headroom {
                 requests_limit: limits.requests_per_minute,
                 requests_remaining: requests.remaining_burst_capacity(),
@@ -399,10 +393,10 @@ mod tests {
     fn requests_per_minute() {
         let l = Limiters::default();
         let t = tenant(2, 1000, 1_000_000, 10);
-        let a = l.admit(&t, 1, true).unwrap();
+        let a = l.admit(&t, 1).unwrap();
         assert_eq!(a.headroom.requests_remaining, 1);
-        l.admit(&t, 1, true).unwrap();
-        match l.admit(&t, 1, true) {
+        l.admit(&t, 1).unwrap();
+        match l.admit(&t, 1) {
             Err(Rejection::Requests {
                 limit: 2,
                 retry_after,
@@ -417,22 +411,22 @@ mod tests {
     fn concurrency_slots_return_on_drop() {
         let l = Limiters::default();
         let t = tenant(100, 100_000, 1_000_000, 1);
-        let a = l.admit(&t, 1, true).unwrap();
+        let a = l.admit(&t, 1).unwrap();
         assert!(matches!(
-            l.admit(&t, 1, true),
+            l.admit(&t, 1),
             Err(Rejection::Concurrency { limit: 1 })
         ));
         drop(a);
-        l.admit(&t, 1, true).unwrap();
+        l.admit(&t, 1).unwrap();
     }
 
     #[test]
     fn tokens_per_minute() {
         let l = Limiters::default();
         let t = tenant(100, 1000, 1_000_000, 10);
-        l.admit(&t, 900, true).unwrap().settle(900);
+        l.admit(&t, 900).unwrap().settle(900);
         assert!(matches!(
-            l.admit(&t, 200, true),
+            l.admit(&t, 200),
             Err(Rejection::Tokens { limit: 1000, .. })
         ));
     }
@@ -441,16 +435,16 @@ mod tests {
     fn budget_reserves_then_reconciles() {
         let l = Limiters::default();
         let t = tenant(100, 100_000, 1000, 10);
-        let a = l.admit(&t, 600, true).unwrap();
-        let b = l.admit(&t, 300, true).unwrap();
+        let a = l.admit(&t, 600).unwrap();
+        let b = l.admit(&t, 300).unwrap();
         assert!(b.headroom.budget_used_ratio >= 0.9);
         // 900 reserved of 1000: a third request still fits, a fourth is refused once these are settled.
         a.settle(50);
         b.settle(40);
-        let c = l.admit(&t, 100, true).unwrap();
+        let c = l.admit(&t, 100).unwrap();
         c.settle(950);
         assert!(matches!(
-            l.admit(&t, 1, true),
+            l.admit(&t, 1),
             Err(Rejection::Budget { budget: 1000, .. })
         ));
     }
@@ -461,16 +455,13 @@ mod tests {
         let t = tenant(100, 100_000, 1000, 10);
         let now = Period::of(Utc::now());
         l.apply_feed(&t.name, now, 500, FeedState::Ok);
-        l.admit(&t, 10, true).unwrap().settle(10);
+        l.admit(&t, 10).unwrap().settle(10);
         l.apply_feed(&t.name, now, 999, FeedState::Warning);
-        let a = l.admit(&t, 10, true).unwrap();
+        let a = l.admit(&t, 10).unwrap();
         assert!(a.headroom.budget_used_ratio > 0.99);
         drop(a);
         l.apply_feed(&t.name, now, 10, FeedState::Exhausted);
-        assert!(matches!(
-            l.admit(&t, 1, true),
-            Err(Rejection::Budget { .. })
-        ));
+        assert!(matches!(l.admit(&t, 1), Err(Rejection::Budget { .. })));
         // A snapshot for another period is ignored.
         l.apply_feed(
             &t.name,
@@ -481,10 +472,7 @@ mod tests {
             0,
             FeedState::Ok,
         );
-        assert!(matches!(
-            l.admit(&t, 1, true),
-            Err(Rejection::Budget { .. })
-        ));
+        assert!(matches!(l.admit(&t, 1), Err(Rejection::Budget { .. })));
     }
 
     #[test]

@@ -187,7 +187,7 @@ async fn prepare(
 
     let admission = app
         .limiters
-        .admit(&tenant, estimate, true)
+        .admit(&tenant, estimate)
         .map_err(|r| rejection(app, api, r))?;
     Ok(Prepared {
         tenant,
