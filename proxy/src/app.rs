@@ -14,6 +14,7 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api_error::{ApiError, ErrorKind, Flavor};
 use crate::config::{ms, trim_base, Config};
@@ -40,6 +41,9 @@ pub struct App {
     pub anthropic: Option<UpstreamTarget>,
     pub nango: Option<UpstreamTarget>,
     pub max_body_bytes: usize,
+    /// One permit per upstream request in flight; bounds the outbound connection pool.
+    pub upstream_slots: Arc<Semaphore>,
+    pub slot_wait: Duration,
     pub upstream_timeout: Duration,
     pub default_output_estimate: u32,
 }
@@ -117,6 +121,8 @@ impl App {
             anthropic,
             nango,
             max_body_bytes: config.limits.max_body_bytes,
+            upstream_slots: Arc::new(Semaphore::new(config.limits.max_upstream_connections)),
+            slot_wait: ms(config.limits.connect_timeout_ms),
             upstream_timeout: ms(config.limits.upstream_timeout_ms),
             default_output_estimate: config.limits.default_output_estimate,
         })
@@ -146,6 +152,26 @@ impl App {
                 format!("tenant {} is suspended", t.name),
             )),
             Lookup::Found(t) => Ok(t),
+        }
+    }
+
+    /// Takes one of the proxy-wide upstream slots, waiting at most as long as a connect may take.
+    pub async fn upstream_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(self.slot_wait, self.upstream_slots.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.metrics
+                    .rejections
+                    .with_label_values(&["upstream_connections"])
+                    .inc();
+                Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    "the proxy is at its upstream connection limit; retry shortly",
+                )
+                .header("retry-after", 1))
+            }
         }
     }
 

@@ -92,6 +92,9 @@ pub struct RequestLimits {
     pub upstream_read_timeout_ms: u64,
     /// Idle connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
+    /// Upstream requests (LLM and Nango) in flight at once, across all tenants: the bound on the
+    /// connection pool. A request that finds no free slot within `connect_timeout_ms` gets 503.
+    pub max_upstream_connections: usize,
     /// How long shutdown waits for in-flight requests and streams.
     pub shutdown_grace_ms: u64,
     /// Tokens reserved for a request that names no max_tokens, on top of its estimated input.
@@ -106,6 +109,7 @@ impl Default for RequestLimits {
             upstream_timeout_ms: 120_000,
             upstream_read_timeout_ms: 120_000,
             pool_max_idle_per_host: 256,
+            max_upstream_connections: 4096,
             shutdown_grace_ms: 30_000,
             default_output_estimate: 1_024,
         }
@@ -207,6 +211,11 @@ impl Config {
         if self.usage.buffer_size == 0 || self.usage.batch_size == 0 {
             return Err(ConfigError(
                 "usage.buffer_size and usage.batch_size must be greater than 0".into(),
+            ));
+        }
+        if self.limits.max_upstream_connections == 0 {
+            return Err(ConfigError(
+                "limits.max_upstream_connections must be greater than 0".into(),
             ));
         }
         if self.limits.max_body_bytes == 0 {

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode, Uri};
 use axum::response::Response;
+use futures_util::StreamExt;
 
 use crate::api_error::{ApiError, ErrorKind, Flavor};
 use crate::app::{presented_token, App};
@@ -82,7 +83,7 @@ async fn relay(
             "connection calls are not configured on this proxy",
         ));
     };
-    let _admission = app.limiters.admit_call(&tenant).map_err(|r| {
+    let admission = app.limiters.admit_call(&tenant).map_err(|r| {
         app.metrics
             .rejections
             .with_label_values(&[r.reason()])
@@ -118,6 +119,7 @@ async fn relay(
     if !body.is_empty() {
         req = req.body(body);
     }
+    let slot = app.upstream_slot().await?;
     let resp = send_upstream(app, req, "connections").await?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     if status.is_server_error() {
@@ -132,7 +134,12 @@ async fn relay(
             out.insert(name.clone(), v.clone());
         }
     }
-    let mut response = Response::new(Body::from_stream(resp.bytes_stream()));
+    // The slot and the tenant's concurrency slot are held until the body is relayed.
+    let body = resp.bytes_stream().map(move |chunk| {
+        let _held = (&slot, &admission);
+        chunk
+    });
+    let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = out;
     Ok(response)

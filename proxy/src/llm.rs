@@ -411,7 +411,16 @@ async fn forward(
         started_at: Utc::now(),
         admission: Some(p.admission),
         status: 0,
+        upstream_slot: None,
     };
+    match app.upstream_slot().await {
+        Ok(slot) => meter.upstream_slot = Some(slot),
+        Err(e) => {
+            meter.status = e.status().as_u16();
+            meter.finish(Reading::default(), true);
+            return e.render(flavor);
+        }
+    }
     let resp = match send_upstream(&app, req, route(api)).await {
         Ok(r) => r,
         Err(e) => {
@@ -499,6 +508,8 @@ struct Meter {
     started_at: DateTime<Utc>,
     admission: Option<Admission>,
     status: u16,
+    /// Held until the response body is done with the upstream connection.
+    upstream_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Meter {
@@ -506,6 +517,7 @@ impl Meter {
         let Some(admission) = self.admission.take() else {
             return;
         };
+        self.upstream_slot = None;
         let c = reading.counts;
         admission.settle(c.billable(self.api));
         let m = &self.app.metrics;
@@ -687,6 +699,10 @@ pub async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     if let Err(e) = app.authenticate(presented_token(&headers, true)) {
         return e.render(flavor);
     }
+    let _slot = match app.upstream_slot().await {
+        Ok(s) => s,
+        Err(e) => return e.render(flavor),
+    };
     let target = upstream_of(&app, api);
     let mut req = app.client.get(format!("{}/v1/models", target.base));
     req = authorize(api, target, relay_request_headers(&headers, req));

@@ -906,3 +906,39 @@ async fn shutdown_lets_streams_finish_and_flushes_usage() {
     assert_eq!(events.len(), 1, "flushed before exit");
     assert_eq!(events[0]["partial"], false);
 }
+
+#[tokio::test]
+async fn the_upstream_connection_pool_is_bounded() {
+    let table = table_json(&[(
+        "acme",
+        ACME_TOKEN,
+        "active",
+        1000,
+        1_000_000,
+        1_000_000_000,
+        10,
+    )]);
+    let h = Harness::with(Options {
+        table: Some(table),
+        extra: "[limits]\nmax_upstream_connections = 1\nconnect_timeout_ms = 200\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let held = h.openai(ACME_TOKEN, chat("endless", true)).await;
+    assert_eq!(held.status(), 200);
+    let r = h.anthropic(ACME_TOKEN, message("k2p5", false)).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "api_error"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        h.anthropic(ACME_TOKEN, message("k2p5", false))
+            .await
+            .status(),
+        200
+    );
+}
