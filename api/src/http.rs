@@ -264,7 +264,9 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = inner.to_string();
         // serde reports a missing field at its parent; name the field itself.
         // (An unknown field is already the last element of the path.)
-        let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
         let field = match missing {
             Some(name) if path == "." => name.to_owned(),
             Some(name) => format!("{path}.{name}"),

@@ -52,12 +52,16 @@ pub fn kubectl_available() -> bool {
 
 /// The root of this checkout.
 pub fn checkout() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the checkout").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the checkout")
+        .to_path_buf()
 }
 
 /// A PostgreSQL server URL (`E2E_POSTGRES_URL`, default the local trust-auth server).
 pub fn postgres_admin_url() -> String {
-    std::env::var("E2E_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("E2E_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Creates a fresh database for one test; None (skip) when PostgreSQL is not reachable outside CI.
@@ -73,17 +77,27 @@ pub async fn fresh_postgres() -> Option<String> {
         }
     };
     let name = format!("e2e_{}", hex::encode(rand::random::<[u8; 6]>()));
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin);
     Some(format!("{base}/{name}"))
 }
 
 /// Drops a database made by [`fresh_postgres`].
 pub async fn drop_postgres(url: &str) {
     use sqlx::Connection;
-    let Some((_, name)) = url.rsplit_once('/') else { return };
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
     if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
     }
 }
 
@@ -126,12 +140,20 @@ pub async fn telegram_stand_in() -> TelegramStandIn {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    TelegramStandIn { url: format!("http://{addr}"), accepted, asked }
+    TelegramStandIn {
+        url: format!("http://{addr}"),
+        accepted,
+        asked,
+    }
 }
 
 /// A well-formed bot token for bot `n`.
 pub fn bot_token(n: u64) -> String {
-    format!("{}:AAH{}", 100_000_000 + n, hex::encode(rand::random::<[u8; 16]>()))
+    format!(
+        "{}:AAH{}",
+        100_000_000 + n,
+        hex::encode(rand::random::<[u8; 16]>())
+    )
 }
 
 /// Options of a test platform.
@@ -143,7 +165,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { on_unreachable: UnreachablePolicy::Fail, fetch_interval_seconds: 1 }
+        Options {
+            on_unreachable: UnreachablePolicy::Fail,
+            fetch_interval_seconds: 1,
+        }
     }
 }
 
@@ -209,7 +234,9 @@ impl Platform {
     }
 
     async fn boot(&mut self) {
-        let running = api::app::start(self.config.clone(), std::future::pending()).await.expect("start the api");
+        let running = api::app::start(self.config.clone(), std::future::pending())
+            .await
+            .expect("start the api");
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
     }
@@ -238,12 +265,25 @@ impl Platform {
 
     /// Makes Telegram accept `token`.
     pub fn accept_token(&self, token: &str) {
-        self.telegram.accepted.lock().unwrap().insert(token.to_owned());
+        self.telegram
+            .accepted
+            .lock()
+            .unwrap()
+            .insert(token.to_owned());
     }
 
     /// Sends a request with the admin token; returns the status and the JSON body (Null if none).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, idempotency_key: Option<&str>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.admin_token);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -271,7 +311,14 @@ impl Platform {
     pub async fn provision(&self, name: &str) -> (StatusCode, Value, String) {
         let token = bot_token(rand::random::<u32>() as u64);
         self.accept_token(&token);
-        let (status, body) = self.call(reqwest::Method::POST, "/v1/tenants", Some(Self::provision_body(name, &token)), None).await;
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/tenants",
+                Some(Self::provision_body(name, &token)),
+                None,
+            )
+            .await;
         (status, body, token)
     }
 
@@ -290,7 +337,9 @@ impl Platform {
 
     /// Opens the database the api uses.
     pub async fn store(&self) -> api::store::Store {
-        api::store::Store::connect(&self.config.database_url, 2).await.unwrap()
+        api::store::Store::connect(&self.config.database_url, 2)
+            .await
+            .unwrap()
     }
 }
 
@@ -307,7 +356,10 @@ pub fn objects_containing(repo: &Repository, needle: &str) -> Vec<Oid> {
     ids.into_iter()
         .filter(|id| {
             let object = odb.read(*id).unwrap();
-            object.data().windows(needle.len()).any(|w| w == needle.as_bytes())
+            object
+                .data()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
         })
         .collect()
 }
@@ -328,7 +380,11 @@ pub fn export_tree(repo: &Repository, commit: Oid, dest: &Path) {
 
 /// Runs `kubectl kustomize dir`; the rendered YAML or the tool's error.
 pub fn kustomize(dir: &Path) -> Result<String, String> {
-    let out = std::process::Command::new("kubectl").arg("kustomize").arg(dir).output().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -349,7 +405,11 @@ pub fn linear_history(repo: &Repository, tip: Oid) -> Vec<git2::Commit<'_>> {
     let mut commits = Vec::new();
     let mut current = Some(repo.find_commit(tip).unwrap());
     while let Some(commit) = current {
-        assert!(commit.parent_count() <= 1, "merge commit {} in the state repo", commit.id());
+        assert!(
+            commit.parent_count() <= 1,
+            "merge commit {} in the state repo",
+            commit.id()
+        );
         current = commit.parent(0).ok();
         commits.push(commit);
     }
@@ -367,6 +427,10 @@ pub fn git_fsck(repo: &Path) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }

@@ -2,16 +2,23 @@
 //! action lands as one commit with the right author and trailers, the rendered output builds with
 //! kustomize, reads come from git, and no plaintext token is anywhere in the repository's history.
 
-use e2e::{export_tree, file_at, kubectl_available, kustomize, linear_history, objects_containing, Backend, Options, Platform};
+use e2e::{
+    export_tree, file_at, kubectl_available, kustomize, linear_history, objects_containing,
+    Backend, Options, Platform,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 fn trailer(message: &str, key: &str) -> Option<String> {
-    message.lines().find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_owned))
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_owned))
 }
 
 async fn lifecycle(backend: Backend) {
-    let Some(p) = Platform::start(backend, Options::default()).await else { return };
+    let Some(p) = Platform::start(backend, Options::default()).await else {
+        return;
+    };
     let repo = p.remote();
     let seed = p.head();
 
@@ -20,7 +27,11 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let provisioned = git2::Oid::from_str(body["commit"].as_str().unwrap()).unwrap();
     assert_eq!(body["pushed"], true);
-    assert_eq!(p.head(), provisioned, "the commit is on the remote when the api answers");
+    assert_eq!(
+        p.head(),
+        provisioned,
+        "the commit is on the remote when the api answers"
+    );
     let commit = repo.find_commit(provisioned).unwrap();
     assert_eq!(commit.parent_id(0).unwrap(), seed);
     assert_eq!(commit.author().name(), Some("ops-admin"));
@@ -28,23 +39,51 @@ async fn lifecycle(backend: Backend) {
     let message = commit.message().unwrap();
     assert_eq!(trailer(message, "Tenant").as_deref(), Some("acme"));
     assert_eq!(trailer(message, "Action").as_deref(), Some("provision"));
-    assert_eq!(trailer(message, "Reason").as_deref(), Some("signup of acme"));
-    assert_eq!(trailer(message, "Request-Id").as_deref(), body["requestId"].as_str());
-    assert!(p.telegram.asked.lock().unwrap().contains(&bot_token), "getMe was asked");
+    assert_eq!(
+        trailer(message, "Reason").as_deref(),
+        Some("signup of acme")
+    );
+    assert_eq!(
+        trailer(message, "Request-Id").as_deref(),
+        body["requestId"].as_str()
+    );
+    assert!(
+        p.telegram.asked.lock().unwrap().contains(&bot_token),
+        "getMe was asked"
+    );
 
     let spec = file_at(&repo, provisioned, "tenants/acme/tenant.yaml").expect("spec committed");
     let spec = compiler::spec::TenantSpec::parse("tenant.yaml", &spec).unwrap();
     assert_eq!(spec.spec.tier.as_str(), "starter");
-    assert_eq!(spec.spec.agent.allow_from.iter().map(|i| i.get()).collect::<Vec<_>>(), vec![4242]);
-    let secrets = file_at(&repo, provisioned, "tenants/acme/secrets.sops.yaml").expect("secrets committed");
+    assert_eq!(
+        spec.spec
+            .agent
+            .allow_from
+            .iter()
+            .map(|i| i.get())
+            .collect::<Vec<_>>(),
+        vec![4242]
+    );
+    let secrets =
+        file_at(&repo, provisioned, "tenants/acme/secrets.sops.yaml").expect("secrets committed");
     let decrypted = compiler::sops::decrypt(&secrets, &p.identity).unwrap();
     let data = decrypted.string_data().clone();
     assert_eq!(data["telegram-bot-token"], bot_token);
     let proxy_token = data["proxy-token"].clone();
     assert_eq!(proxy_token.len(), 64, "256-bit token as hex");
-    assert_eq!(compiler::spec::TokenSha256::of_token(&proxy_token), spec.spec.proxy_token.sha256);
-    for path in ["flux/tenants/acme/kustomization.yaml", "flux/tenants/acme.yaml", "flux/tenants/acme/deployment.yaml"] {
-        assert!(file_at(&repo, provisioned, path).is_some(), "{path} rendered");
+    assert_eq!(
+        compiler::spec::TokenSha256::of_token(&proxy_token),
+        spec.spec.proxy_token.sha256
+    );
+    for path in [
+        "flux/tenants/acme/kustomization.yaml",
+        "flux/tenants/acme.yaml",
+        "flux/tenants/acme/deployment.yaml",
+    ] {
+        assert!(
+            file_at(&repo, provisioned, path).is_some(),
+            "{path} rendered"
+        );
     }
     let index = file_at(&repo, provisioned, "flux/tenants/kustomization.yaml").unwrap();
     assert!(index.contains("acme.yaml"), "{index}");
@@ -60,10 +99,19 @@ async fn lifecycle(backend: Backend) {
         .call(Method::PATCH, "/v1/tenants/acme/settings", Some(json!({"thinking": "high", "allowFrom": [4242, 77], "language": "de", "reason": "customer asked"})), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = p.call(Method::POST, "/v1/tenants/acme/suspend", Some(json!({"reason": "unpaid invoice"})), None).await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/suspend",
+            Some(json!({"reason": "unpaid invoice"})),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let suspended = body["commit"].as_str().unwrap().to_owned();
-    let (status, body) = p.call(Method::POST, "/v1/tenants/acme/suspend", None, None).await;
+    let (status, body) = p
+        .call(Method::POST, "/v1/tenants/acme/suspend", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["unchanged"], true);
     assert_eq!(p.head().to_string(), suspended, "a no-op makes no commit");
@@ -71,40 +119,103 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["spec"]["spec"]["state"], "suspended");
     assert_eq!(view["spec"]["spec"]["agent"]["thinking"], "high");
-    let table = file_at(&repo, p.head(), &format!("flux/platform/tenant-table/tenant-table-{}.yaml", shard("acme"))).unwrap();
-    assert!(table.contains("suspended"), "the proxy's tenant table follows the state");
+    let table = file_at(
+        &repo,
+        p.head(),
+        &format!(
+            "flux/platform/tenant-table/tenant-table-{}.yaml",
+            shard("acme")
+        ),
+    )
+    .unwrap();
+    assert!(
+        table.contains("suspended"),
+        "the proxy's tenant table follows the state"
+    );
 
-    let (status, body) = p.call(Method::POST, "/v1/tenants/acme/reactivate", None, None).await;
+    let (status, body) = p
+        .call(Method::POST, "/v1/tenants/acme/reactivate", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = p.call(Method::POST, "/v1/tenants/acme/resize", Some(json!({"tier": "pro"})), None).await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/resize",
+            Some(json!({"tier": "pro"})),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = p.call(Method::POST, "/v1/tenants/acme/rotate-proxy-token", None, None).await;
+    let (status, body) = p
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/rotate-proxy-token",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rotated = git2::Oid::from_str(body["commit"].as_str().unwrap()).unwrap();
     let secrets = file_at(&repo, rotated, "tenants/acme/secrets.sops.yaml").unwrap();
-    let data2 = compiler::sops::decrypt(&secrets, &p.identity).unwrap().string_data().clone();
-    assert_eq!(data2["telegram-bot-token"], bot_token, "rotation keeps the bot token");
-    assert_ne!(data2["proxy-token"], proxy_token, "rotation changes the proxy token");
-    let spec = compiler::spec::TenantSpec::parse("t", &file_at(&repo, rotated, "tenants/acme/tenant.yaml").unwrap()).unwrap();
+    let data2 = compiler::sops::decrypt(&secrets, &p.identity)
+        .unwrap()
+        .string_data()
+        .clone();
+    assert_eq!(
+        data2["telegram-bot-token"], bot_token,
+        "rotation keeps the bot token"
+    );
+    assert_ne!(
+        data2["proxy-token"], proxy_token,
+        "rotation changes the proxy token"
+    );
+    let spec = compiler::spec::TenantSpec::parse(
+        "t",
+        &file_at(&repo, rotated, "tenants/acme/tenant.yaml").unwrap(),
+    )
+    .unwrap();
     assert_eq!(spec.spec.tier.as_str(), "pro");
-    assert_eq!(compiler::spec::TokenSha256::of_token(&data2["proxy-token"]), spec.spec.proxy_token.sha256);
+    assert_eq!(
+        compiler::spec::TokenSha256::of_token(&data2["proxy-token"]),
+        spec.spec.proxy_token.sha256
+    );
 
     // The rendered output builds.
     if kubectl_available() {
         let out = p.dir.path().join("export");
         export_tree(&repo, p.head(), &out);
         let built = kustomize(&out.join("flux/tenants/acme")).expect("tenant folder builds");
-        assert!(built.contains("kind: Deployment") && built.contains("namespace: customer-acme"), "{built}");
+        assert!(
+            built.contains("kind: Deployment") && built.contains("namespace: customer-acme"),
+            "{built}"
+        );
         let index = kustomize(&out.join("flux/tenants")).expect("the index builds");
         assert!(index.contains("name: tenant-acme"), "{index}");
         kustomize(&out.join("flux/platform/tenant-table")).expect("the tenant table builds");
     }
 
     // History from git, newest first, for auditors.
-    let (status, history) = p.call(Method::GET, "/v1/tenants/acme/history", None, None).await;
+    let (status, history) = p
+        .call(Method::GET, "/v1/tenants/acme/history", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let actions: Vec<&str> = history.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["rotate-proxy-token", "resize", "reactivate", "suspend", "update-settings", "provision"]);
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "rotate-proxy-token",
+            "resize",
+            "reactivate",
+            "suspend",
+            "update-settings",
+            "provision"
+        ]
+    );
     assert_eq!(history[2]["reason"], "-");
     assert_eq!(history[3]["reason"], "unpaid invoice");
     assert_eq!(history[5]["author"], "ops-admin");
@@ -112,17 +223,34 @@ async fn lifecycle(backend: Backend) {
     // A second tenant, then destroy the first.
     let (status, body, other_token) = p.provision("globex").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = p.call(Method::DELETE, "/v1/tenants/acme?reason=churned", None, None).await;
+    let (status, body) = p
+        .call(
+            Method::DELETE,
+            "/v1/tenants/acme?reason=churned",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let destroyed = git2::Oid::from_str(body["commit"].as_str().unwrap()).unwrap();
-    for path in ["tenants/acme/tenant.yaml", "flux/tenants/acme/kustomization.yaml", "flux/tenants/acme.yaml"] {
+    for path in [
+        "tenants/acme/tenant.yaml",
+        "flux/tenants/acme/kustomization.yaml",
+        "flux/tenants/acme.yaml",
+    ] {
         assert!(file_at(&repo, destroyed, path).is_none(), "{path} removed");
     }
     assert!(file_at(&repo, destroyed, "tenants/globex/tenant.yaml").is_some());
-    assert!(!file_at(&repo, destroyed, "flux/tenants/kustomization.yaml").unwrap().contains("acme"));
+    assert!(
+        !file_at(&repo, destroyed, "flux/tenants/kustomization.yaml")
+            .unwrap()
+            .contains("acme")
+    );
     let (status, _) = p.call(Method::GET, "/v1/tenants/acme", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, history) = p.call(Method::GET, "/v1/tenants/acme/history", None, None).await;
+    let (status, history) = p
+        .call(Method::GET, "/v1/tenants/acme/history", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(history[0]["action"], "destroy");
     assert_eq!(history[0]["reason"], "churned");
@@ -134,25 +262,47 @@ async fn lifecycle(backend: Backend) {
     // The database agrees with git.
     let store = p.store().await;
     let rows = store.tenants().await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["globex"]);
+    assert_eq!(
+        rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["globex"]
+    );
     assert_eq!(store.outbox_counts().await.unwrap(), (0, 8));
 
     // No plaintext token anywhere in either repository, reachable or not.
-    let secrets = [bot_token.as_str(), other_token.as_str(), proxy_token.as_str(), data2["proxy-token"].as_str(), data["gateway-token"].as_str()];
+    let secrets = [
+        bot_token.as_str(),
+        other_token.as_str(),
+        proxy_token.as_str(),
+        data2["proxy-token"].as_str(),
+        data["gateway-token"].as_str(),
+    ];
     for repo_path in [p.remote_path(), p.config.repo.local_path.clone()] {
         let repo = git2::Repository::open_bare(&repo_path).unwrap();
         for secret in secrets {
-            assert!(objects_containing(&repo, secret).is_empty(), "a plaintext token is in {}", repo_path.display());
+            assert!(
+                objects_containing(&repo, secret).is_empty(),
+                "a plaintext token is in {}",
+                repo_path.display()
+            );
         }
     }
     // Nor in the database files (SQLite keeps them in the data folder).
     if backend == Backend::Sqlite {
         for entry in std::fs::read_dir(p.dir.path()).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name().unwrap().to_string_lossy().starts_with("api.db") {
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("api.db")
+            {
                 let bytes = std::fs::read(&path).unwrap();
                 for secret in secrets {
-                    assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "a plaintext token is in {}", path.display());
+                    assert!(
+                        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                        "a plaintext token is in {}",
+                        path.display()
+                    );
                 }
             }
         }
@@ -163,7 +313,10 @@ async fn lifecycle(backend: Backend) {
 fn shard(name: &str) -> String {
     use sha2::Digest;
     let shards = 16u32;
-    format!("{:02x}", u32::from(sha2::Sha256::digest(name.as_bytes())[0]) % shards)
+    format!(
+        "{:02x}",
+        u32::from(sha2::Sha256::digest(name.as_bytes())[0]) % shards
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -178,25 +331,45 @@ async fn lifecycle_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotency_keys_make_retries_safe() {
-    let Some(p) = Platform::start(Backend::Sqlite, Options::default()).await else { return };
+    let Some(p) = Platform::start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
     let token = e2e::bot_token(7);
     p.accept_token(&token);
     let body = Platform::provision_body("initech", &token);
-    let (s1, b1) = p.call(Method::POST, "/v1/tenants", Some(body.clone()), Some("signup-1")).await;
+    let (s1, b1) = p
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(body.clone()),
+            Some("signup-1"),
+        )
+        .await;
     assert_eq!(s1, StatusCode::CREATED, "{b1}");
     let head = p.head();
-    let (s2, b2) = p.call(Method::POST, "/v1/tenants", Some(body.clone()), Some("signup-1")).await;
+    let (s2, b2) = p
+        .call(
+            Method::POST,
+            "/v1/tenants",
+            Some(body.clone()),
+            Some("signup-1"),
+        )
+        .await;
     assert_eq!((s2, &b2), (s1, &b1), "the retry gets the first answer");
     assert_eq!(p.head(), head, "and makes no commit");
     let mut other = body.clone();
     other["tier"] = json!("pro");
-    let (s3, b3) = p.call(Method::POST, "/v1/tenants", Some(other), Some("signup-1")).await;
+    let (s3, b3) = p
+        .call(Method::POST, "/v1/tenants", Some(other), Some("signup-1"))
+        .await;
     assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{b3}");
     assert_eq!(b3["error"]["field"], "Idempotency-Key");
     // Keys survive a restart (they are in the database).
     let mut p = p;
     p.restart().await;
-    let (s4, b4) = p.call(Method::POST, "/v1/tenants", Some(body), Some("signup-1")).await;
+    let (s4, b4) = p
+        .call(Method::POST, "/v1/tenants", Some(body), Some("signup-1"))
+        .await;
     assert_eq!((s4, &b4), (s1, &b1));
     p.finish().await;
 }

@@ -1,0 +1,319 @@
+//! kill -9 in the middle of hundreds of provisions, then restart: every acknowledged change is in
+//! git and the database, nothing is duplicated, `git fsck` is clean, and retries with the same
+//! Idempotency-Keys finish the rest. Runs the real `openclaw-api` binary.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use age::secrecy::ExposeSecret;
+use e2e::{git_fsck, linear_history, Backend, Platform};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+
+/// Builds (if needed) and returns the `openclaw-api` binary of this profile and target dir.
+fn api_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "api",
+            "--bin",
+            "openclaw-api",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.current_dir(e2e::checkout()).status().unwrap();
+    assert!(status.success(), "building openclaw-api");
+    profile_dir.join("openclaw-api")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(binary: &Path, config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(binary)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "debug,sqlx=warn,hyper=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the api did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn crash_and_recover(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display()),
+        Backend::Postgres => match e2e::fresh_postgres().await {
+            Some(url) => url,
+            None => return,
+        },
+    };
+    let identity = age::x25519::Identity::generate();
+    std::fs::write(
+        dir.path().join("age.agekey"),
+        format!("{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
+    let remote = dir.path().join("state.git");
+    api::dev::seed(&remote, &e2e::checkout(), &identity.to_public().to_string()).unwrap();
+    let telegram = e2e::telegram_stand_in().await;
+    let admin_token = hex::encode(rand::random::<[u8; 32]>());
+    let port = free_port();
+    let config = dir.path().join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+database_url = "{database_url}"
+[repo]
+local_path = "{clone}"
+remote_url = "{remote}"
+fetch_interval_seconds = 1
+[telegram]
+base_url = "{telegram}"
+verification = "getme"
+[[admin_tokens]]
+name = "ops-admin"
+email = "ops@example.com"
+sha256 = "{hash}"
+"#,
+            clone = dir.path().join("api-clone.git").display(),
+            remote = remote.display(),
+            telegram = telegram.url,
+            hash = hex::encode(Sha256::digest(admin_token.as_bytes())),
+        ),
+    )
+    .unwrap();
+    let binary = api_binary();
+    let log = dir.path().join("api.log");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    let total = 300;
+    let names: Vec<String> = (0..total).map(|i| format!("tenant-{i:03}")).collect();
+    let tokens: Vec<String> = (0..total).map(|i| e2e::bot_token(i as u64)).collect();
+    for token in &tokens {
+        telegram.accepted.lock().unwrap().insert(token.clone());
+    }
+    let provision = |i: usize| {
+        let http = http.clone();
+        let base = base.clone();
+        let admin_token = admin_token.clone();
+        let body = Platform::provision_body(&names[i], &tokens[i]);
+        let key = names[i].clone();
+        async move {
+            let response = http
+                .post(format!("{base}/v1/tenants"))
+                .bearer_auth(admin_token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await;
+            match response {
+                Ok(r) => {
+                    let status = r.status();
+                    (i, Some(status), r.text().await.unwrap_or_default())
+                }
+                Err(_) => (i, None, String::new()),
+            }
+        }
+    };
+
+    // Run 1: kill -9 once enough provisions were acknowledged.
+    let child = Arc::new(Mutex::new(start(&binary, &config, &log)));
+    wait_healthy(&http, &base).await;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    futures::stream::iter(0..total)
+        .map(&provision)
+        .buffer_unordered(16)
+        .for_each(|(i, status, body)| {
+            let (acked, count, child) = (acked.clone(), count.clone(), child.clone());
+            let names = &names;
+            async move {
+                if status == Some(StatusCode::CREATED) {
+                    acked.lock().unwrap().insert(names[i].clone());
+                    if count.fetch_add(1, Ordering::SeqCst) + 1 == 120 {
+                        child.lock().unwrap().kill().unwrap(); // SIGKILL
+                    }
+                } else if let Some(status) = status {
+                    panic!("{}: {status} {body}", names[i]);
+                }
+            }
+        })
+        .await;
+    child.lock().unwrap().wait().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 120 && acked.len() < total,
+        "killed in the middle: {} acknowledged",
+        acked.len()
+    );
+
+    // Run 2: restart; the outbox replay makes git and the database agree.
+    let mut child = start(&binary, &config, &log);
+    wait_healthy(&http, &base).await;
+    let repo = git2::Repository::open_bare(&remote).unwrap();
+    let store = api::store::Store::connect(&database_url, 2).await.unwrap();
+    let head = repo.refname_to_id("refs/heads/main").unwrap();
+    let in_git = tenants_in(&repo, head);
+    let in_db: BTreeSet<String> = store
+        .tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert!(
+        acked.is_subset(&in_git),
+        "every acknowledged provision is in git"
+    );
+    assert_eq!(
+        in_git, in_db,
+        "git and the database agree after the restart"
+    );
+    assert_eq!(
+        store.outbox_counts().await.unwrap().0,
+        0,
+        "nothing left pending"
+    );
+    assert_once(&repo, head);
+    git_fsck(&remote).expect("git fsck on the state repo");
+    git_fsck(&dir.path().join("api-clone.git")).expect("git fsck on the api's clone");
+
+    // Clients retry everything with the same keys: all succeed, nothing is duplicated.
+    let results: Vec<_> = futures::stream::iter(0..total)
+        .map(&provision)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (i, status, body) in results {
+        assert_eq!(status, Some(StatusCode::CREATED), "{}: {body}", names[i]);
+    }
+    let head = repo.refname_to_id("refs/heads/main").unwrap();
+    let all: BTreeSet<String> = names.iter().cloned().collect();
+    assert_eq!(tenants_in(&repo, head), all);
+    let in_db: BTreeSet<String> = store
+        .tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(in_db, all);
+    assert_once(&repo, head);
+    let tree = repo.find_commit(head).unwrap().tree().unwrap();
+    let inputs = compiler::source::from_git_tree(&repo, &tree).unwrap();
+    let output = compiler::compile(&inputs.platform, &inputs.templates, &inputs.tenants).unwrap();
+    for (path, contents) in &output.files {
+        assert_eq!(
+            e2e::file_at(&repo, head, path).as_deref(),
+            Some(contents.as_str()),
+            "{path} matches a full compile"
+        );
+    }
+    git_fsck(&remote).expect("git fsck at the end");
+
+    // Graceful stop, then: no secret in the logs.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "graceful shutdown exits cleanly: {status}"
+    );
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("api listening") && logs.contains("request_id="),
+        "logs were written"
+    );
+    for secret in tokens.iter().chain([&admin_token]) {
+        assert!(!logs.contains(secret.as_str()), "a secret is in the logs");
+    }
+    if backend == Backend::Postgres {
+        e2e::drop_postgres(&database_url).await;
+    }
+}
+
+fn tenants_in(repo: &git2::Repository, head: git2::Oid) -> BTreeSet<String> {
+    let tree = repo.find_commit(head).unwrap().tree().unwrap();
+    let Ok(entry) = tree.get_path(Path::new("tenants")) else {
+        return BTreeSet::new();
+    };
+    let tenants = repo.find_tree(entry.id()).unwrap();
+    tenants
+        .iter()
+        .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+        .map(|e| e.name().unwrap().to_owned())
+        .collect()
+}
+
+/// Each tenant's provision commit appears exactly once in the (linear) history.
+fn assert_once(repo: &git2::Repository, head: git2::Oid) {
+    let mut seen = BTreeSet::new();
+    for commit in linear_history(repo, head) {
+        let message = commit.message().unwrap_or_default();
+        if message.contains("Action: provision") {
+            let tenant = message
+                .lines()
+                .find_map(|l| l.strip_prefix("Tenant: "))
+                .unwrap()
+                .to_owned();
+            assert!(seen.insert(tenant.clone()), "{tenant} provisioned twice");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_provisions_on_sqlite() {
+    crash_and_recover(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_provisions_on_postgres() {
+    crash_and_recover(Backend::Postgres).await;
+}
