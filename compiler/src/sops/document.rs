@@ -338,7 +338,7 @@ mod tests {
         let (r1, id1) = keypair();
         let (r2, id2) = keypair();
         let enc = encrypt_mapping(&parse_mapping(DOC).unwrap(), rule(), false, &[r1]).unwrap();
-        let rotated = rotate_recipients(&enc, &id1, &[r2.clone()]).unwrap();
+        let rotated = rotate_recipients(&enc, &id1, std::slice::from_ref(&r2)).unwrap();
         let values = |text: &str| {
             let mut f = SopsFile::parse(text).unwrap();
             f.body.shift_remove("metadata");
@@ -362,8 +362,13 @@ mod tests {
             decrypt_document(DOC, &id),
             Err(SopsError::NotSops)
         ));
-        let enc =
-            encrypt_mapping(&parse_mapping(DOC).unwrap(), rule(), false, &[r.clone()]).unwrap();
+        let enc = encrypt_mapping(
+            &parse_mapping(DOC).unwrap(),
+            rule(),
+            false,
+            std::slice::from_ref(&r),
+        )
+        .unwrap();
         assert!(matches!(
             encrypt_mapping(&parse_mapping(&enc).unwrap(), rule(), false, &[r]),
             Err(SopsError::AlreadyEncrypted)
