@@ -105,25 +105,9 @@ async fn prepare(
 ) -> Result<Prepared, ApiError> {
     let tenant = app.authenticate(presented_token(headers, api == ApiKind::Anthropic))?;
     let raw = app.read_body(headers, body).await?;
-    let mut value: Value = serde_json::from_slice(&raw).map_err(|e| {
-        // serde_json's syntax errors give a position, never the content.
-        ApiError::new(
-            ErrorKind::InvalidRequest,
-            format!(
-                "request body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let obj = value.as_object_mut().ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::InvalidRequest,
-            "request body must be a JSON object",
-        )
-    })?;
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+    let peek = RequestPeek::parse(&raw)?;
+    let model = match peek.model {
+        Some(Value::String(m)) if !m.is_empty() => m,
         _ => {
             return Err(ApiError::new(
                 ErrorKind::InvalidRequest,
@@ -131,9 +115,9 @@ async fn prepare(
             ))
         }
     };
-    let stream = match obj.get("stream") {
+    let stream = match peek.stream {
         None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+        Some(Value::Bool(b)) => b,
         Some(_) => {
             return Err(ApiError::new(
                 ErrorKind::InvalidRequest,
@@ -141,35 +125,22 @@ async fn prepare(
             ))
         }
     };
-    let max_output = ["max_tokens", "max_completion_tokens"]
+    let max_output = [peek.max_tokens, peek.max_completion_tokens]
         .iter()
-        .find_map(|k| obj.get(*k).and_then(Value::as_u64))
+        .find_map(|v| v.as_ref().and_then(Value::as_u64))
         .unwrap_or(u64::from(app.default_output_estimate));
     // About four bytes per input token is a deliberate overestimate for JSON-wrapped text.
     let estimate = raw.len() as u64 / 4 + max_output;
 
-    let mut strip_usage_chunk = false;
-    let body = if api == ApiKind::OpenAi && stream {
-        let asked = obj
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            == Some(true);
-        if asked {
-            raw
-        } else {
-            strip_usage_chunk = true;
-            let opts = obj
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if !opts.is_object() {
-                *opts = Value::Object(Default::default());
-            }
-            if let Some(o) = opts.as_object_mut() {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
-            Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
-        }
+    let asked_for_usage = peek
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let strip_usage_chunk = api == ApiKind::OpenAi && stream && !asked_for_usage;
+    let body = if strip_usage_chunk {
+        inject_include_usage(&raw)?
     } else {
         raw
     };
@@ -196,6 +167,65 @@ async fn prepare(
         strip_usage_chunk,
         body,
         admission,
+    })
+}
+
+/// The few top-level fields the proxy reads. Everything else is skipped without being materialized, so a
+/// large prompt costs one validating pass and no allocation.
+#[derive(serde::Deserialize)]
+struct RequestPeek {
+    model: Option<Value>,
+    stream: Option<Value>,
+    stream_options: Option<Value>,
+    max_tokens: Option<Value>,
+    max_completion_tokens: Option<Value>,
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    // serde_json's messages give a position and a type, never the content.
+    let message = if e.is_data() {
+        "request body must be a JSON object".to_owned()
+    } else {
+        format!(
+            "request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    };
+    ApiError::new(ErrorKind::InvalidRequest, message)
+}
+
+impl RequestPeek {
+    fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        // A derived struct would also accept a JSON array, field by position.
+        if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                "request body must be a JSON object",
+            ));
+        }
+        serde_json::from_slice(raw).map_err(json_error)
+    }
+}
+
+/// Sets `stream_options.include_usage` so that the upstream reports usage at the end of the stream.
+fn inject_include_usage(raw: &[u8]) -> Result<Bytes, ApiError> {
+    let mut value: serde_json::Map<String, Value> =
+        serde_json::from_slice(raw).map_err(json_error)?;
+    let opts = value
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !opts.is_object() {
+        *opts = Value::Object(Default::default());
+    }
+    if let Some(o) = opts.as_object_mut() {
+        o.insert("include_usage".into(), Value::Bool(true));
+    }
+    serde_json::to_vec(&value).map(Bytes::from).map_err(|_| {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            "request body could not be re-encoded",
+        )
     })
 }
 

@@ -95,7 +95,9 @@ pub async fn watch_dir(
                 None
             }
         };
-        if now == seen && handle.is_loaded() {
+        // Unchanged files are not reparsed, valid or not: a rejected table is reported once, not every
+        // interval, and retried when it changes.
+        if now == seen {
             continue;
         }
         if now.is_some() {

@@ -225,7 +225,7 @@ async fn malformed_json_and_oversized_bodies() {
     assert_eq!(r.status(), 400);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["type"], "invalid_request_error");
-    let r = send("/v1/messages", b"[1,2]".to_vec()).await;
+    let r = send("/v1/messages", br#"["kimi-k2", true]"#.to_vec()).await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["type"],

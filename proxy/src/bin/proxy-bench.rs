@@ -237,6 +237,22 @@ struct LoadResult {
     sent: u64,
 }
 
+impl LoadResult {
+    fn empty() -> Self {
+        Self {
+            hist: Histogram::new(3).expect("histogram"),
+            errors: 0,
+            sent: 0,
+        }
+    }
+
+    fn merge(&mut self, other: LoadResult) {
+        self.hist.add(&other.hist).expect("same histogram bounds");
+        self.errors += other.errors;
+        self.sent += other.sent;
+    }
+}
+
 /// Open-loop load: one request every 1/rate seconds, whatever the responses do.
 async fn load(
     client: &reqwest::Client,
@@ -300,8 +316,13 @@ async fn run_latency(args: &Args, upstream: SocketAddr, proxy: &ProxyProcess) {
     let warm = (args.seconds / 2).max(1);
     load(&c, &direct, args.rate, warm, args.tenants).await;
     load(&c, &via, args.rate, warm, args.tenants).await;
-    let d = load(&c, &direct, args.rate, args.seconds, args.tenants).await;
-    let p = load(&c, &via, args.rate, args.seconds, args.tenants).await;
+    // Alternate one-second blocks so that both sides see the same background load on a shared machine.
+    let mut d = LoadResult::empty();
+    let mut p = LoadResult::empty();
+    for _ in 0..args.seconds {
+        d.merge(load(&c, &direct, args.rate, 1, args.tenants).await);
+        p.merge(load(&c, &via, args.rate, 1, args.tenants).await);
+    }
     println!(
         "\n## latency: {} req/s for {} s, non-streaming, mock latency {} ms",
         args.rate, args.seconds, args.upstream_latency_ms
