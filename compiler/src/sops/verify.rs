@@ -85,6 +85,7 @@ impl fmt::Display for Problem {
                 write!(f, "{path}: value is in plaintext; it must be encrypted")
             }
             Problem::MalformedValue { path, reason } => write!(f, "{path}: malformed encrypted value: {reason}"),
+            Problem::BadMetadata { field, reason } if field.is_empty() => write!(f, "sops: {reason}"),
             Problem::BadMetadata { field, reason } => write!(f, "sops.{field}: {reason}"),
             Problem::MissingRecipient(r) => write!(f, "sops.age: recipient {r} is missing"),
             Problem::ExtraRecipient(r) => {
@@ -95,6 +96,29 @@ impl fmt::Display for Problem {
                 f,
                 "sops.{k}: the file is also encrypted for {k} keys; only the platform's age recipients are allowed"
             ),
+        }
+    }
+}
+
+impl Problem {
+    /// The dotted YAML path of the node the problem is about (`stringData.proxy-token`,
+    /// `metadata.namespace`, `sops.age`), so that callers can point at a line; `None` for
+    /// problems about the file as a whole.
+    pub fn path(&self) -> Option<String> {
+        match self {
+            Problem::NotEncrypted | Problem::NoPayload => None,
+            Problem::NotASecret { field, .. } => Some((*field).to_owned()),
+            Problem::NameMismatch { .. } => Some("metadata.name".to_owned()),
+            Problem::NamespaceMismatch { .. } => Some("metadata.namespace".to_owned()),
+            Problem::BadPayloadShape { path }
+            | Problem::PlaintextValue { path }
+            | Problem::MalformedValue { path, .. } => Some(path.clone()),
+            Problem::BadMetadata { field, .. } if field.is_empty() => Some("sops".to_owned()),
+            Problem::BadMetadata { field, .. } => Some(format!("sops.{field}")),
+            Problem::MissingRecipient(_)
+            | Problem::ExtraRecipient(_)
+            | Problem::DuplicateRecipient(_) => Some("sops.age".to_owned()),
+            Problem::OtherKeyType(k) => Some(format!("sops.{k}")),
         }
     }
 }
@@ -344,7 +368,15 @@ mod tests {
             text.contains("stringData.proxy-token") && !text.contains("pt-secret"),
             "{text}"
         );
-        assert!(matches!(err, SopsError::Verification(p) if p.contains(&Problem::NotEncrypted)));
+        let SopsError::Verification(found) = err else {
+            panic!("expected verification problems")
+        };
+        assert!(found.contains(&Problem::NotEncrypted));
+        let paths: Vec<_> = found.iter().filter_map(Problem::path).collect();
+        assert!(
+            paths.contains(&"stringData.proxy-token".to_owned()),
+            "{paths:?}"
+        );
     }
 
     #[test]
