@@ -39,6 +39,18 @@ metadata:
     enabled: true
   annotations:
     note: "contains: colons, # hashes and 'quotes'"
+    yaml11-bool: "yes"
+    yaml11-on: "on"
+    octal-looking: "012"
+    hex-looking: "0x1F"
+    float-looking: "1e3"
+    null-looking: "~"
+    date-looking: "2001-12-14"
+    time-looking: "2001-12-14T21:59:43.10-05:00"
+    underscored-int: "1_000"
+    equals: "="
+    unicode: "naïve ✓"
+    empty: ""
 type: Opaque
 stringData:
   telegram-bot-token: "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
@@ -47,6 +59,8 @@ stringData:
   multi-line: |
     line one
     line two
+  looks-like-int: "42"
+  leading-space: "  padded  "
 data:
   blob: {}
 "#,
@@ -312,4 +326,57 @@ fn decrypts_committed_sops_fixture() {
         sops::decrypt_document(&encrypted, &wrong.identity),
         Err(SopsError::NoMatchingIdentity { .. })
     ));
+}
+
+mod arbitrary_values {
+    //! sops reads back arbitrary strings exactly as we hashed them, whatever YAML quoting
+    //! they need, in plaintext metadata as well as in encrypted values.
+
+    use super::*;
+    use proptest::prelude::*;
+    use serde_yaml::Mapping;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn sops_reads_back_any_strings(
+            annotations in prop::collection::btree_map("[a-z][a-z0-9.-]{0,20}", any::<String>(), 0..4),
+            values in prop::collection::btree_map("[-._a-zA-Z0-9]{1,20}", any::<String>(), 1..4),
+        ) {
+            let Some(sops_bin) = tool("sops") else { return Ok(()) };
+            let mut metadata = Mapping::new();
+            metadata.insert("name".into(), "openclaw-secrets".into());
+            let ann: Mapping = annotations.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect();
+            metadata.insert("annotations".into(), Value::Mapping(ann));
+            let sd: Mapping = values.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect();
+            let mut doc = Mapping::new();
+            doc.insert("apiVersion".into(), "v1".into());
+            doc.insert("kind".into(), "Secret".into());
+            doc.insert("metadata".into(), Value::Mapping(metadata));
+            doc.insert("stringData".into(), Value::Mapping(sd));
+            let manifest = serde_yaml::to_string(&Value::Mapping(doc)).unwrap();
+
+            let key = keypair();
+            let encrypted = sops::encrypt_secret_manifest(&manifest, std::slice::from_ref(&key.recipient)).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("f.sops.yaml");
+            std::fs::write(&file, &encrypted).unwrap();
+            let key_file = identity_file(dir.path(), "k.txt", &key);
+            let out = sops_cmd(&sops_bin, &key_file)
+                .args(["--decrypt", "--input-type", "yaml", "--output-type", "json"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            prop_assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), encrypted);
+            // JSON output leaves no doubt about what sops read.
+            let plain: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            for (k, v) in &annotations {
+                prop_assert_eq!(plain["metadata"]["annotations"][k].as_str(), Some(v.as_str()));
+            }
+            for (k, v) in &values {
+                prop_assert_eq!(plain["stringData"][k].as_str(), Some(v.as_str()));
+            }
+        }
+    }
 }

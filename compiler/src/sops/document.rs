@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::age_keys::{self, AgeEntry, Identities};
 use super::cipher::{self, DataKey, Scalar, ValueError};
+use super::emit;
 use super::mac::MacHasher;
 use super::metadata::{self, Metadata, SOPS_KEY};
 use super::tree::{self, EncryptionRule, PlainTree};
@@ -222,7 +223,7 @@ fn encrypt_with_key(
 fn emit(body: &Mapping, metadata: Value) -> Result<String, SopsError> {
     let mut out = body.clone();
     out.insert(SOPS_KEY.into(), metadata);
-    serde_yaml::to_string(&Value::Mapping(out)).map_err(|e| SopsError::Yaml(e.to_string()))
+    emit::document(&out)
 }
 
 /// Decrypts any SOPS YAML document (not only Secrets) with the given identity file contents,
@@ -236,9 +237,10 @@ pub fn decrypt_document(sops_yaml: &str, identities: &str) -> Result<Zeroizing<S
 }
 
 pub(crate) fn emit_plain(plain: &PlainTree) -> Result<Zeroizing<String>, SopsError> {
-    serde_yaml::to_string(&plain.0)
-        .map(Zeroizing::new)
-        .map_err(|e| SopsError::Yaml(e.to_string()))
+    let Value::Mapping(map) = &plain.0 else {
+        unreachable!("the root stays a mapping")
+    };
+    emit::document(map).map(Zeroizing::new)
 }
 
 /// Re-wraps the file's data key for `new_recipients`, leaving every encrypted value, the MAC

@@ -21,6 +21,7 @@
 mod age_keys;
 mod cipher;
 mod document;
+mod emit;
 mod mac;
 mod metadata;
 mod secret;

@@ -290,7 +290,11 @@ mod tests {
         .unwrap();
         assert!(enc.contains("name: openclaw-secrets"));
         assert!(enc.contains("namespace: customer-acme"));
-        assert!(enc.contains("encrypted_regex: ^(data|stringData)$"));
+        let doc: Value = serde_yaml::from_str(&enc).unwrap();
+        assert_eq!(
+            doc["sops"]["encrypted_regex"].as_str(),
+            Some(ENCRYPTED_REGEX)
+        );
         assert!(!enc.contains("value-of"));
         let secret = decrypt(&enc, id.to_string().expose_secret()).unwrap();
         assert_eq!(secret.name(), TENANT_SECRET_NAME);
