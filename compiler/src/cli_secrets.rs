@@ -328,9 +328,16 @@ fn write_atomically(path: &Path, contents: &str) -> Result<()> {
         .expect("a secrets file lives in a tenant folder");
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".{SECRETS_FILE}.tmp-{}", std::process::id()));
-    fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    Ok(())
+    let written = fs::write(&tmp, contents)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| {
+            fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+        });
+    if written.is_err() {
+        // Best effort: the error that matters is the one being returned.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn set(

@@ -431,3 +431,80 @@ fn values_never_come_from_arguments() {
     let err = Cli::try_parse_from(["secrets", "set", "acme", "--value", "proxy-token=x"]);
     assert!(err.is_err());
 }
+
+/// Without --recipient, the commands use templates/platform.yaml's `sops.ageRecipients`, and
+/// `rotate` follows a change to that list.
+#[test]
+fn recipients_come_from_the_platform_config() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/platform.yaml");
+    let Ok(platform) = std::fs::read_to_string(&source) else {
+        eprintln!("skipping: {} is not there", source.display());
+        return;
+    };
+    let with_recipients = |keys: &[&Key]| {
+        let mut out = String::new();
+        let mut in_list = false;
+        for line in platform.lines() {
+            if in_list && line.trim_start().starts_with("- age1") {
+                continue;
+            }
+            in_list = false;
+            out.push_str(line);
+            out.push('\n');
+            if line.trim() == "ageRecipients:" {
+                in_list = true;
+                let indent = " ".repeat(line.len() - line.trim_start().len() + 2);
+                for key in keys {
+                    out.push_str(&format!("{indent}- {}\n", key.recipient));
+                }
+            }
+        }
+        out
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("templates")).unwrap();
+    let platform_path = repo.path().join("templates/platform.yaml");
+    let (a, b, c) = (keypair(), keypair(), keypair());
+    std::fs::write(&platform_path, with_recipients(&[&a, &b])).unwrap();
+    let runner = Library { repo: repo.path() };
+
+    let r = runner.run(&["set", "acme"], &format!("proxy-token={PROXY}\n"), &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let file = repo.path().join("tenants/acme/secrets.sops.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    sops::verify_without_keys(
+        &text,
+        "openclaw-secrets",
+        "customer-acme",
+        &[a.recipient.clone(), b.recipient.clone()],
+    )
+    .unwrap();
+    let r = runner.run(&["verify"], "", &[]);
+    assert!(r.ok, "{}", r.stderr);
+
+    // The platform drops b and adds c: verify fails until rotate re-wraps.
+    std::fs::write(&platform_path, with_recipients(&[&a, &c])).unwrap();
+    let r = runner.run(&["verify", "acme"], "", &[]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains(&c.recipient) && r.stderr.contains(&b.recipient),
+        "{}",
+        r.stderr
+    );
+    let b_file = identity_file(keys.path(), "b.txt", &b);
+    let r = runner.run(
+        &["rotate", "--identity-file", b_file.to_str().unwrap()],
+        "",
+        &[],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let r = runner.run(&["verify"], "", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        sops::decrypt(&text, &c.identity).unwrap().string_data()["proxy-token"],
+        PROXY
+    );
+    assert!(sops::decrypt(&text, &b.identity).is_err());
+}
