@@ -1,5 +1,6 @@
 //! `openclaw-compiler`: the command-line shell over the compiler library.
 
+mod cli_secrets;
 mod commands;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,11 @@ enum Command {
     Validate,
     /// Print the JSON Schema of tenant.yaml (as committed at tenants/tenant.schema.json).
     Schema,
+    /// Create, read, re-key and check tenants' SOPS-encrypted secrets files (docs/secrets.md).
+    Secrets {
+        #[command(subcommand)]
+        command: cli_secrets::SecretsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,9 @@ fn main() -> ExitCode {
         Command::Schema => {
             print!("{}", compiler::spec::json_schema());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Secrets { command } => {
+            cli_secrets::run(command, &cli.repo).map(|()| ExitCode::SUCCESS)
         }
     };
     match result {
