@@ -34,6 +34,13 @@ pub(crate) fn parse_recipients(
     let mut parsed = Vec::with_capacity(recipients.len());
     for raw in recipients {
         let text = raw.trim();
+        if text.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
+            // Never echo it: an identity passed where a public key belongs is a leaked key.
+            return Err(SopsError::InvalidRecipient {
+                recipient: "AGE-SECRET-KEY-…".to_owned(),
+                reason: "this is an age identity (a private key), not a recipient; pass its public key (age1…)".to_owned(),
+            });
+        }
         let recipient =
             x25519::Recipient::from_str(text).map_err(|reason| SopsError::InvalidRecipient {
                 recipient: text.to_owned(),
@@ -90,7 +97,7 @@ pub(crate) fn wrap_for_all(
 
 /// The identities an operator holds, parsed from an age identity file (the format of
 /// `SOPS_AGE_KEY_FILE`: `AGE-SECRET-KEY-1…` lines, `#` comments, blank lines).
-pub struct Identities(Vec<Box<dyn age::Identity>>);
+pub(crate) struct Identities(Vec<Box<dyn age::Identity>>);
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,7 +107,7 @@ impl std::fmt::Debug for Identities {
 
 impl Identities {
     /// Parses identity file contents. Errors never quote the contents.
-    pub fn parse(contents: &str) -> Result<Self, SopsError> {
+    pub(crate) fn parse(contents: &str) -> Result<Self, SopsError> {
         let file = age::IdentityFile::from_buffer(contents.as_bytes())
             .map_err(|_| SopsError::InvalidIdentities("not an age identity file".to_owned()))?;
         let identities = file.into_identities().map_err(|_| {

@@ -37,7 +37,7 @@ pub(crate) fn generate_data_key() -> DataKey {
 
 /// A scalar as sops types it. The type name is part of the wire format (`type:str` ...), and
 /// the byte form is what gets encrypted and what the MAC hashes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub(crate) enum Scalar {
     Str(String),
     Int(i64),
@@ -66,6 +66,13 @@ impl Scalar {
             Scalar::Bool(true) => b"True".to_vec(),
             Scalar::Bool(false) => b"False".to_vec(),
         })
+    }
+}
+
+/// Shows the type only: a scalar is usually a decrypted secret.
+impl std::fmt::Debug for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scalar({}, redacted)", self.type_name())
     }
 }
 

@@ -28,7 +28,6 @@ mod secret;
 mod tree;
 mod verify;
 
-pub use age_keys::Identities;
 pub use document::{decrypt_document, reencrypt, rotate_recipients};
 pub use secret::{
     decrypt, encrypt_secret_manifest, tenant_secret_file, DecryptedSecret, TENANT_SECRET_KEYS,

@@ -14,9 +14,10 @@ use regex::Regex;
 use serde_yaml::{Mapping, Value};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::age_keys::Identities;
 use super::document::{self, SopsFile};
 use super::tree::{EncryptionRule, PlainTree};
-use super::{Identities, SopsError, ENCRYPTED_REGEX};
+use super::{SopsError, ENCRYPTED_REGEX};
 
 /// The name of every tenant's Secret.
 pub const TENANT_SECRET_NAME: &str = "openclaw-secrets";
