@@ -406,14 +406,14 @@ fn exercise(runner: &dyn Runner, repo: &Path, keys: &Path) {
 }
 
 #[test]
-fn cli_paths_through_the_library_never_leak_plaintext() {
+fn sops_cli_through_the_library_never_leaks_plaintext() {
     let repo = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     exercise(&Library { repo: repo.path() }, repo.path(), keys.path());
 }
 
 #[test]
-fn cli_paths_through_the_binary_never_leak_plaintext() {
+fn sops_cli_through_the_binary_never_leaks_plaintext() {
     assert!(
         binary_has_secrets_command(),
         "openclaw-compiler has no `secrets` subcommand"
@@ -424,7 +424,7 @@ fn cli_paths_through_the_binary_never_leak_plaintext() {
 }
 
 #[test]
-fn values_never_come_from_arguments() {
+fn sops_values_never_come_from_arguments() {
     // There is no flag that takes a value: only KEY=ENV_VAR names.
     let err = Cli::try_parse_from(["secrets", "set", "acme", "--value", "proxy-token=x"]);
     assert!(err.is_err());
@@ -433,7 +433,7 @@ fn values_never_come_from_arguments() {
 /// Without --recipient, the commands use templates/platform.yaml's `sops.ageRecipients`, and
 /// `rotate` follows a change to that list.
 #[test]
-fn recipients_come_from_the_platform_config() {
+fn sops_recipients_come_from_the_platform_config() {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/platform.yaml");
     let Ok(platform) = std::fs::read_to_string(&source) else {
         eprintln!("skipping: {} is not there", source.display());

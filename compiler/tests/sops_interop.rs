@@ -251,7 +251,7 @@ fn we_decrypt_what_sops_writes() {
 /// The age CLI opens the armored envelope we write, and what comes out really is the data key
 /// the values are encrypted with.
 #[test]
-fn age_cli_opens_our_wrapped_data_key() {
+fn age_cli_opens_our_sops_data_key() {
     let Some(age_bin) = tool("age") else { return };
     let dir = tempfile::tempdir().unwrap();
     let key = keypair();

@@ -48,7 +48,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn round_trip(
+    fn sops_round_trip_any_secret(
         string_data in prop::collection::btree_map(
             secret_key(),
             prop_oneof![
@@ -124,7 +124,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn any_changed_byte_is_detected(field in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), replacement in any::<prop::sample::Index>()) {
+    fn sops_detects_any_changed_byte(field in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), replacement in any::<prop::sample::Index>()) {
         let text = fixture();
         let fields = encrypted_fields(text);
         // 3 values + the MAC, 3 fields each.
@@ -157,7 +157,7 @@ proptest! {
 }
 
 #[test]
-fn swapping_two_encrypted_values_is_detected() {
+fn sops_detects_swapped_values() {
     let text = fixture();
     let doc: Value = serde_yaml::from_str(text).unwrap();
     let a = doc["stringData"]["proxy-token"].as_str().unwrap();
