@@ -58,7 +58,7 @@ pub enum SecretsCommand {
         replace: bool,
         #[command(flatten)]
         recipients: Recipients,
-        /// Used to keep the values of an existing file that are not being set.
+        // Keeps the values of an existing file that are not being set.
         #[command(flatten)]
         identity: Identity,
     },
