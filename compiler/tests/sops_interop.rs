@@ -240,6 +240,50 @@ fn we_decrypt_what_sops_writes() {
     let plain = sops::decrypt_document(&encrypted, &key.identity).unwrap();
     assert_eq!(yaml(&plain), yaml(generic));
 
+    // The other encryption rules, and a MAC over encrypted values only.
+    for rule in [
+        &["--unencrypted-regex", "^b_"][..],
+        &["--encrypted-suffix", "a"],
+        &[
+            "--unencrypted-suffix",
+            "_unencrypted",
+            "--mac-only-encrypted",
+        ],
+        &["--encrypted-regex", "^(a|c)$", "--mac-only-encrypted"],
+    ] {
+        let encrypted = sops_encrypt(&sops_bin, dir.path(), &key, generic, rule);
+        let plain = sops::decrypt_document(&encrypted, &key.identity)
+            .unwrap_or_else(|e| panic!("{rule:?}: {e}"));
+        assert_eq!(yaml(&plain), yaml(generic), "{rule:?}");
+        let rewrapped = sops::rotate_recipients(
+            &encrypted,
+            &key.identity,
+            std::slice::from_ref(&key.recipient),
+        )
+        .unwrap();
+        let fresh = sops::reencrypt(
+            &rewrapped,
+            &key.identity,
+            std::slice::from_ref(&key.recipient),
+        )
+        .unwrap();
+        assert_eq!(
+            yaml(&sops::decrypt_document(&fresh, &key.identity).unwrap()),
+            yaml(generic),
+            "{rule:?}"
+        );
+        // sops reads our re-encryption under the same rule, too.
+        let file = dir.path().join("fresh.sops.yaml");
+        std::fs::write(&file, &fresh).unwrap();
+        let key_file = identity_file(dir.path(), "k.txt", &key);
+        let out = sops_cmd(&sops_bin, &key_file)
+            .arg("--decrypt")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(yaml(&ok(out, "sops --decrypt")), yaml(generic), "{rule:?}");
+    }
+
     // And sops's MAC check is ours: altering the plaintext field breaks it.
     let tampered = encrypted.replace("b_unencrypted: plain", "b_unencrypted: other");
     assert!(matches!(
