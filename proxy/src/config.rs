@@ -168,7 +168,11 @@ impl Config {
             }
             fig = fig.merge(Toml::file(file));
         }
-        Self::from_figment(fig.merge(Env::prefixed("PROXY_").split("__")))
+        // PROXY_CONFIG and PROXY_LOG belong to the binary (file path, log filter), not to the configuration.
+        let env = Env::prefixed("PROXY_")
+            .filter(|key| key != "config" && key != "log")
+            .split("__");
+        Self::from_figment(fig.merge(env))
     }
 
     /// Parses a configuration from TOML text alone (no environment); used by tests and the bench.
@@ -273,6 +277,8 @@ api_key = "sk-platform-secret"
             jail.create_file("proxy.toml", MINIMAL)?;
             jail.set_env("PROXY_UPSTREAMS__OPENAI__API_KEY", "sk-from-env");
             jail.set_env("PROXY_LIMITS__MAX_BODY_BYTES", "1000");
+            jail.set_env("PROXY_LOG", "warn");
+            jail.set_env("PROXY_CONFIG", "proxy.toml");
             let cfg = Config::load(Some(Path::new("proxy.toml"))).unwrap();
             assert_eq!(
                 cfg.upstreams

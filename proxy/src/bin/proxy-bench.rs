@@ -52,6 +52,9 @@ struct Args {
     /// Concurrent streams in the streams run.
     #[arg(long, default_value_t = 1_000)]
     streams: usize,
+    /// Worker threads of the proxy's runtime (TOKIO_WORKER_THREADS); default: one per core.
+    #[arg(long)]
+    proxy_worker_threads: Option<usize>,
     /// How long each stream stays open, in seconds.
     #[arg(long, default_value_t = 5)]
     stream_seconds: u64,
@@ -155,6 +158,7 @@ impl ProxyProcess {
         upstream: SocketAddr,
         api: SocketAddr,
         tenants: usize,
+        workers: Option<usize>,
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let table = dir.path().join("table");
@@ -182,7 +186,11 @@ pool_max_idle_per_host = 2048
                 table = table.display()
             ),
         )?;
-        let child = tokio::process::Command::new(bin)
+        let mut cmd = tokio::process::Command::new(bin);
+        if let Some(n) = workers {
+            cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .stdout(Stdio::null())
@@ -209,6 +217,24 @@ pool_max_idle_per_host = 2048
             addr,
             _dir: dir,
         })
+    }
+
+    /// CPU time (user + system) the proxy process has used so far, from /proc/<pid>/stat.
+    fn cpu(&self) -> Duration {
+        let Some(pid) = self.child.id() else {
+            return Duration::ZERO;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th of those.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(fields.iter().sum::<u64>() * 10)
     }
 
     fn rss_kib(&self, field: &str) -> u64 {
@@ -319,12 +345,15 @@ async fn run_latency(args: &Args, upstream: SocketAddr, proxy: &ProxyProcess) {
     // Alternate one-second blocks so that both sides see the same background load on a shared machine.
     let mut d = LoadResult::empty();
     let mut p = LoadResult::empty();
+    let mut proxy_cpu = Duration::ZERO;
     for _ in 0..args.seconds {
         d.merge(load(&c, &direct, args.rate, 1, args.tenants).await);
+        let before = proxy.cpu();
         p.merge(load(&c, &via, args.rate, 1, args.tenants).await);
+        proxy_cpu += proxy.cpu().saturating_sub(before);
     }
     println!(
-        "\n## latency: {} req/s for {} s, non-streaming, mock latency {} ms",
+        "\n## latency: {} req/s, {} s per side in alternating 1 s blocks, non-streaming, mock latency {} ms",
         args.rate, args.seconds, args.upstream_latency_ms
     );
     println!("| path | requests | errors | p50 ms | p90 ms | p99 ms | max ms |");
@@ -346,6 +375,11 @@ async fn run_latency(args: &Args, upstream: SocketAddr, proxy: &ProxyProcess) {
         added(0.5),
         added(0.9),
         added(0.99)
+    );
+    println!(
+        "proxy CPU time per proxied request: {:.0} µs (user + system over {} requests)",
+        proxy_cpu.as_secs_f64() * 1e6 / p.sent.max(1) as f64,
+        p.sent
     );
     println!(
         "proxy resident memory after the run: {} KiB",
@@ -505,7 +539,14 @@ async fn main() -> Result<()> {
     .await?;
 
     if args.run.iter().any(|r| r == "idle") {
-        let proxy = ProxyProcess::start(&args.proxy_bin, upstream, api, args.tenants).await?;
+        let proxy = ProxyProcess::start(
+            &args.proxy_bin,
+            upstream,
+            api,
+            args.tenants,
+            args.proxy_worker_threads,
+        )
+        .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         println!("\n## idle: {} tenants loaded", args.tenants);
         println!(
@@ -515,11 +556,25 @@ async fn main() -> Result<()> {
         );
     }
     if args.run.iter().any(|r| r == "latency") {
-        let proxy = ProxyProcess::start(&args.proxy_bin, upstream, api, args.tenants).await?;
+        let proxy = ProxyProcess::start(
+            &args.proxy_bin,
+            upstream,
+            api,
+            args.tenants,
+            args.proxy_worker_threads,
+        )
+        .await?;
         run_latency(&args, upstream, &proxy).await;
     }
     if args.run.iter().any(|r| r == "streams") {
-        let proxy = ProxyProcess::start(&args.proxy_bin, upstream, api, args.tenants).await?;
+        let proxy = ProxyProcess::start(
+            &args.proxy_bin,
+            upstream,
+            api,
+            args.tenants,
+            args.proxy_worker_threads,
+        )
+        .await?;
         run_streams(&args, upstream, &proxy).await;
     }
     Ok(())
