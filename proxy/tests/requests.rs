@@ -463,9 +463,14 @@ async fn the_api_down_for_a_while_loses_no_event() {
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually("all events wait in the buffer", || async {
+        h.proxy.app.usage.len() == 60
+    })
+    .await;
+    // Several failed deliveries go by; nothing is lost.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.api.unique_events().is_empty());
-    assert_eq!(h.proxy.app.usage.len(), 60, "all events wait in the buffer");
+    assert_eq!(h.proxy.app.usage.len(), 60);
     h.api.down.store(false, Ordering::SeqCst);
     let events = h.api.wait_events(60, Duration::from_secs(10)).await;
     assert_eq!(events.len(), 60);
@@ -530,7 +535,19 @@ async fn a_table_reload_during_traffic_drops_nothing() {
         "{\"version\": 1, \"tenants\": [{\"name\": \"acme\"}]}",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the invalid table was rejected", || async {
+        let m = h
+            .client
+            .get(h.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains("proxy_tenant_table_reloads_total{result=\"error\"} 1")
+    })
+    .await;
     assert_eq!(
         h.openai(ACME_TOKEN, chat("kimi-k2", false)).await.status(),
         200
@@ -630,7 +647,10 @@ async fn tokens_per_minute_and_concurrency() {
     assert_eq!(second.status(), 429);
     assert!(second.headers().contains_key("retry-after"));
     drop(r);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the stream is released", || async {
+        h.upstream.stream_dropped.load(Ordering::SeqCst)
+    })
+    .await;
     // A request whose max_tokens exceeds the remaining per-minute tokens.
     let mut body = chat("kimi-k2", false);
     body["max_tokens"] = json!(1900);
@@ -654,12 +674,16 @@ async fn the_budget_feed_drives_warnings_and_insufficient_quota() {
         .get("x-openclaw-budget-warning")
         .is_none());
     h.api.set_budget("acme", 4_800_000, 5_000_000, "warning");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
-    assert_eq!(r.status(), 200);
-    assert!(r.headers().contains_key("x-openclaw-budget-warning"));
+    eventually("the warning shows", || async {
+        let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
+        r.status() == 200 && r.headers().contains_key("x-openclaw-budget-warning")
+    })
+    .await;
     h.api.set_budget("acme", 5_000_000, 5_000_000, "exhausted");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the budget is spent", || async {
+        h.openai(ACME_TOKEN, chat("kimi-k2", false)).await.status() == 429
+    })
+    .await;
     let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
@@ -889,13 +913,15 @@ async fn shutdown_lets_streams_finish_and_flushes_usage() {
     let Harness { proxy, api, .. } = h;
     let addr = proxy.addr;
     let stopping = tokio::spawn(proxy.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
     // No new connections once shutdown began.
-    assert!(reqwest::Client::new()
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .is_err());
+    eventually("the listener is closed", || async {
+        reqwest::Client::new()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
     let mut rest = Vec::new();
     while let Some(c) = s.next().await {
         rest.extend_from_slice(&c.unwrap());
@@ -934,7 +960,10 @@ async fn the_upstream_connection_pool_is_bounded() {
         "api_error"
     );
     drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the slot is released", || async {
+        h.upstream.stream_dropped.load(Ordering::SeqCst)
+    })
+    .await;
     assert_eq!(
         h.anthropic(ACME_TOKEN, message("k2p5", false))
             .await

@@ -671,3 +671,19 @@ pub fn message(model: &str, stream: bool) -> Value {
 pub fn require_tools() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
+
+/// Waits until `cond` holds, failing the test with `what` after five seconds.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
