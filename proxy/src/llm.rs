@@ -601,6 +601,23 @@ impl Meter {
     }
 }
 
+impl Drop for Meter {
+    fn drop(&mut self) {
+        // The handler was dropped before a response body took over: the client went away while the
+        // upstream was still thinking. Record it (nothing was seen) rather than lose the request.
+        if self.admission.is_some() {
+            if self.status == 0 {
+                self.status = CLIENT_CLOSED_REQUEST;
+            }
+            tracing::info!(tenant = %self.tenant.name, "client went away before the upstream answered");
+            self.finish(Reading::default(), true);
+        }
+    }
+}
+
+/// The status recorded when the client closed the connection before any response (nginx's convention).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 enum Mode {
     Sse(StreamMeter),
     Json { buf: BytesMut, overflow: bool },

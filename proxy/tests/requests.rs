@@ -971,3 +971,27 @@ async fn the_upstream_connection_pool_is_bounded() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_upstream_answers_is_still_recorded() {
+    let h = Harness::start().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", ACME_TOKEN)
+        .json(&message("slow", false))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up first");
+    let events = h.api.wait_events(1, Duration::from_secs(5)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["status"], 499);
+    assert_eq!(events[0]["partial"], true);
+    // Its concurrency slot came back: acme allows two at once.
+    let a = h.anthropic(ACME_TOKEN, message("k2p5", false)).await;
+    let b = h.anthropic(ACME_TOKEN, message("k2p5", false)).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+}
