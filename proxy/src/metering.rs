@@ -438,6 +438,54 @@ mod tests {
         assert!(!read_body(ApiKind::OpenAi, b"not json").complete);
     }
 
+    fn run_split(api: ApiKind, strip: bool, stream: &str, cuts: &[usize]) -> (String, Reading) {
+        let mut m = StreamMeter::new(api, strip);
+        let bytes = stream.as_bytes();
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for p in points.into_iter().chain([bytes.len()]) {
+            out.extend_from_slice(&m.feed(Bytes::copy_from_slice(&bytes[from..p])));
+            from = p;
+        }
+        out.extend_from_slice(&m.finish());
+        (String::from_utf8(out).unwrap(), m.reading())
+    }
+
+    proptest::proptest! {
+        // However the network splits a stream, the client gets the same bytes and the meter the same counts.
+        #[test]
+        fn chunking_never_changes_output_or_counts(
+            cuts in proptest::collection::vec(0usize..2000, 0..40),
+            strip: bool,
+        ) {
+            let whole = run_split(ApiKind::OpenAi, strip, OPENAI_STREAM, &[]);
+            let split = run_split(ApiKind::OpenAi, strip, OPENAI_STREAM, &cuts);
+            proptest::prop_assert_eq!(&whole, &split);
+            if !strip {
+                proptest::prop_assert_eq!(split.0.as_str(), OPENAI_STREAM);
+            }
+        }
+
+        #[test]
+        fn anthropic_counts_are_the_last_values_seen(
+            deltas in proptest::collection::vec(0u64..100_000, 1..20),
+            cuts in proptest::collection::vec(0usize..4000, 0..20),
+        ) {
+            let mut stream = String::from("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n");
+            for d in &deltas {
+                stream.push_str(&format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"usage\":{{\"output_tokens\":{d}}}}}\n\n"));
+            }
+            stream.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+            let (out, reading) = run_split(ApiKind::Anthropic, false, &stream, &cuts);
+            proptest::prop_assert_eq!(out, stream);
+            proptest::prop_assert!(reading.complete);
+            proptest::prop_assert_eq!(reading.counts.output, *deltas.last().unwrap());
+            proptest::prop_assert_eq!(reading.counts.input, 7);
+        }
+    }
+
     #[test]
     fn overlong_lines_are_forwarded_not_buffered() {
         let long = format!("data: {}\n\ndata: [DONE]\n\n", "x".repeat(MAX_LINE + 10));
