@@ -34,37 +34,6 @@ fn compile_dir(repo: &Path) -> Result<Result<(usize, Output), Diagnostics>> {
     Ok(compiler::compile(&inputs.platform, &inputs.templates, &inputs.tenants).map(|o| (count, o)))
 }
 
-/// Every file currently under the generated roots of the working tree.
-fn generated_on_disk(repo: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
-    let mut files = BTreeMap::new();
-    for root in compiler::GENERATED_ROOTS {
-        let mut stack = vec![repo.join(root)];
-        while let Some(dir) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let path = entry.path();
-                if entry.file_type()?.is_dir() {
-                    stack.push(path);
-                } else {
-                    let rel = path
-                        .strip_prefix(repo)?
-                        .to_string_lossy()
-                        .replace('\\', "/");
-                    let bytes = std::fs::read(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    files.insert(rel, bytes);
-                }
-            }
-        }
-    }
-    Ok(files)
-}
-
 /// Every file under the generated roots in the tree of revision `rev`.
 fn generated_at_rev(repo: &Path, rev: &str) -> Result<BTreeMap<String, Vec<u8>>> {
     let git = git2::Repository::discover(repo).context("opening the git repository")?;
@@ -128,7 +97,6 @@ pub fn build(repo: &Path, jobs: Option<usize>) -> Result<ExitCode> {
         Ok(o) => o,
         Err(d) => return Ok(report(&d)),
     };
-    let existing = generated_on_disk(repo)?;
     let progress = if output.files.len() > 2000 && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(output.files.len() as u64);
         bar.set_style(
@@ -141,71 +109,21 @@ pub fn build(repo: &Path, jobs: Option<usize>) -> Result<ExitCode> {
     } else {
         None
     };
-    let (mut written, mut unchanged) = (0usize, 0usize);
-    for (path, contents) in &output.files {
-        if existing
-            .get(path)
-            .is_some_and(|old| old == contents.as_bytes())
-        {
-            unchanged += 1;
-        } else {
-            let full = repo.join(path);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-            // Write beside, then rename: a reader never sees half a file.
-            let tmp = full.with_extension("tmp~");
-            std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &full).with_context(|| format!("writing {}", full.display()))?;
-            written += 1;
-        }
+    let stats = compiler::sink::write(repo, &output, || {
         if let Some(bar) = &progress {
             bar.inc(1);
         }
-    }
+    })?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let mut removed = 0usize;
-    for path in existing.keys().filter(|p| !output.files.contains_key(*p)) {
-        std::fs::remove_file(repo.join(path)).with_context(|| format!("removing {path}"))?;
-        removed += 1;
-    }
-    remove_empty_dirs(repo)?;
+    let (written, unchanged, removed) = (stats.written, stats.unchanged, stats.removed);
     eprintln!(
         "built {tenants} tenant{}: {written} file{} written, {unchanged} unchanged, {removed} removed",
         if tenants == 1 { "" } else { "s" },
         if written == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn remove_empty_dirs(repo: &Path) -> Result<()> {
-    fn prune(dir: &Path, keep: bool) -> std::io::Result<bool> {
-        let mut empty = true;
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                if !prune(&entry.path(), false)? {
-                    empty = false;
-                }
-            } else {
-                empty = false;
-            }
-        }
-        if empty && !keep {
-            std::fs::remove_dir(dir)?;
-        }
-        Ok(empty)
-    }
-    for root in compiler::GENERATED_ROOTS {
-        let dir = repo.join(root);
-        if dir.is_dir() {
-            prune(&dir, true)?;
-        }
-    }
-    Ok(())
 }
 
 /// (missing, differing, stale) paths.
@@ -235,7 +153,7 @@ pub fn check(repo: &Path) -> Result<ExitCode> {
         Ok(o) => o,
         Err(d) => return Ok(report(&d)),
     };
-    let actual = generated_on_disk(repo)?;
+    let actual = compiler::sink::generated_on_disk(repo)?;
     let (missing, differ, stale) = differences(&output, &actual);
     if missing.is_empty() && differ.is_empty() && stale.is_empty() {
         eprintln!(
@@ -272,13 +190,19 @@ pub fn diff(repo: &Path, rev: Option<&str>, color: Color) -> Result<ExitCode> {
     };
     let (label, actual) = match rev {
         Some(rev) => (rev.to_string(), generated_at_rev(repo, rev)?),
-        None => ("working tree".to_string(), generated_on_disk(repo)?),
+        None => (
+            "working tree".to_string(),
+            compiler::sink::generated_on_disk(repo)?,
+        ),
     };
     let colored = match color {
         Color::Always => true,
         Color::Never => false,
         Color::Auto => std::io::stdout().is_terminal(),
     };
+    if colored {
+        console::set_colors_enabled(true);
+    }
     let paths: BTreeSet<&String> = output.files.keys().chain(actual.keys()).collect();
     let mut out = std::io::stdout().lock();
     let mut changed = 0usize;

@@ -5,8 +5,12 @@
 //! [`incremental`] recompiles a single tenant inside a commit for the api; [`sops`] writes, reads and checks
 //! the encrypted secrets files. The binary (`openclaw-compiler`) is a thin shell over these.
 //!
-//! Invariants: the library does no I/O outside [`source`]; output is a function of the inputs alone and is
+//! Invariants: the library does no I/O outside [`source`] (reading inputs) and [`sink`] (writing output); output is a function of the inputs alone and is
 //! byte-identical across runs, thread counts and machines; nothing is written when any input is invalid.
+
+// Diagnostics carry file, position, snippet and hint by value: errors are the cold path, and boxing every
+// one would only add noise at each construction site.
+#![allow(clippy::result_large_err)]
 
 pub mod canonical;
 pub mod diagnostics;
@@ -15,6 +19,7 @@ pub mod incremental;
 pub mod platform;
 pub mod quantity;
 pub mod render;
+pub mod sink;
 pub mod sops;
 pub mod source;
 pub mod spec;

@@ -53,18 +53,18 @@ pub struct RenderedTenant {
 
 /// The files written for a tenant, in the order kustomization.yaml lists them.
 const TENANT_FILES: &[(&str, &str)] = &[
-    ("namespace.yaml", "tenant/namespace.yaml.j2"),
-    ("serviceaccount.yaml", "tenant/serviceaccount.yaml.j2"),
-    ("resourcequota.yaml", "tenant/resourcequota.yaml.j2"),
-    ("limitrange.yaml", "tenant/limitrange.yaml.j2"),
-    ("networkpolicy.yaml", "tenant/networkpolicy.yaml.j2"),
-    ("configmap.yaml", "tenant/configmap.yaml.j2"),
+    ("namespace.yaml", "tenant/namespace.json.j2"),
+    ("serviceaccount.yaml", "tenant/serviceaccount.json.j2"),
+    ("resourcequota.yaml", "tenant/resourcequota.json.j2"),
+    ("limitrange.yaml", "tenant/limitrange.json.j2"),
+    ("networkpolicy.yaml", "tenant/networkpolicy.json.j2"),
+    ("configmap.yaml", "tenant/configmap.json.j2"),
     ("secret.sops.yaml", ""),
     (
         "persistentvolumeclaim.yaml",
-        "tenant/persistentvolumeclaim.yaml.j2",
+        "tenant/persistentvolumeclaim.json.j2",
     ),
-    ("deployment.yaml", "tenant/deployment.yaml.j2"),
+    ("deployment.yaml", "tenant/deployment.json.j2"),
 ];
 
 #[derive(Serialize)]
@@ -158,9 +158,9 @@ fn typed_object<T: DeserializeOwned + Serialize>(
 ) -> Result<String, Diagnostic> {
     let text = templates.render(template, context)?;
     let file = format!("templates/{template}");
-    let value: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| {
-        crate::yaml::diagnostic(&file, &text, &e, "the rendered output")
-            .with_hint("the template renders invalid YAML; pass values through `| tojson`")
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Diagnostic::at(&file, &text, e.line(), e.column(), format!("renders invalid JSON: {e}"))
+            .with_hint("the snippet is the rendered output; pass values through `| tojson` and mind commas in loops")
     })?;
     let typed: T = serde_json::from_value(value.clone()).map_err(|e| {
         Diagnostic::file(&file, format!("renders an invalid {kind}: {e}")).with_hint(format!(
@@ -175,7 +175,7 @@ fn typed_object<T: DeserializeOwned + Serialize>(
         )
         .with_hint("remove the field or fix its name and type"));
     }
-    Ok(canonical::yaml(&back))
+    Ok(canonical::yaml_value(&back))
 }
 
 /// The shard label value for a tenant's Flux Kustomization.
@@ -344,7 +344,9 @@ pub fn render_tenant(
         config_checksum: String::new(),
     };
 
-    let json_text = templates.render("tenant/openclaw.json.j2", &context)?;
+    // The context is converted for the template engine once per stage, not once per template.
+    let value = minijinja::Value::from_serialize(&context);
+    let json_text = templates.render("tenant/openclaw.json.j2", &value)?;
     let json_value: serde_json::Value = serde_json::from_str(&json_text).map_err(|e| {
         Diagnostic::file(
             "templates/tenant/openclaw.json.j2",
@@ -353,7 +355,10 @@ pub fn render_tenant(
         .with_hint("pass every value through `| tojson`")
     })?;
     context.openclaw_json = canonical::json(&json_value);
-    context.agents_md = templates.render("tenant/AGENTS.md.j2", &context)?;
+    context.agents_md = templates.render(
+        "tenant/AGENTS.md.j2",
+        &minijinja::Value::from_serialize(&context),
+    )?;
 
     let header = generated_header(&format!("tenants/{name}/tenant.yaml"));
     let dir = format!("{TENANTS_DIR}/{name}");
@@ -367,7 +372,7 @@ pub fn render_tenant(
     };
 
     let configmap =
-        typed_object::<ConfigMap>(templates, "tenant/configmap.yaml.j2", "ConfigMap", &context);
+        typed_object::<ConfigMap>(templates, "tenant/configmap.json.j2", "ConfigMap", &context);
     if let Ok(text) = &configmap {
         let mut hasher = Sha256::new();
         hasher.update(text.as_bytes());
@@ -375,6 +380,7 @@ pub fn render_tenant(
         hasher.update(tenant.secrets.as_bytes());
         context.config_checksum = hex::encode(hasher.finalize());
     }
+    let context = minijinja::Value::from_serialize(&context);
     for (file, template) in TENANT_FILES {
         let result = match *file {
             "namespace.yaml" => {
@@ -413,7 +419,7 @@ pub fn render_tenant(
     emit("kustomization.yaml", Ok(canonical::yaml(&kustomization)));
     match typed_object::<FluxKustomization>(
         templates,
-        "flux/tenant-kustomization.yaml.j2",
+        "flux/tenant-kustomization.json.j2",
         "Flux Kustomization",
         &context,
     ) {
@@ -481,7 +487,7 @@ pub fn render_table_shard(
     };
     let text = typed_object::<ConfigMap>(
         templates,
-        "platform/tenant-table-shard.yaml.j2",
+        "platform/tenant-table-shard.json.j2",
         "ConfigMap",
         &context,
     )?;

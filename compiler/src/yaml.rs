@@ -13,7 +13,45 @@ pub fn from_str<T: DeserializeOwned>(
         return Err(Diagnostic::file(path, "file is empty")
             .with_hint(format!("write the document described in {reference}")));
     }
-    serde_yaml::from_str(source).map_err(|e| diagnostic(path, source, &e, reference))
+    if source.starts_with("---") || source.contains("\n---") {
+        // serde_yaml reads only the first document of a stream; a second one would be silently ignored.
+        let documents = serde_yaml::Deserializer::from_str(source).count();
+        if documents > 1 {
+            let line = source
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.starts_with("---"))
+                .nth(if source.starts_with("---") { 1 } else { 0 })
+                .map_or(1, |(i, _)| i + 1);
+            return Err(Diagnostic::at(
+                path,
+                source,
+                line,
+                1,
+                format!("file holds {documents} YAML documents; expected one"),
+            )
+            .with_hint("keep one YAML document per file (no `---` separators)"));
+        }
+    }
+    serde_yaml::from_str(source).map_err(|e| {
+        let d = diagnostic(path, source, &e, reference);
+        if d.message.contains("duplicate field") {
+            // serde reports the mapping; point at the repeated key instead.
+            if let Some((key, pos)) =
+                crate::yaml_position::Positions::of(source).first_duplicate_key()
+            {
+                return Diagnostic::at(
+                    path,
+                    source,
+                    pos.0,
+                    pos.1,
+                    format!("duplicate key `{key}`"),
+                )
+                .with_hint("remove one of the two entries with this key");
+            }
+        }
+        d
+    })
 }
 
 /// Converts a serde_yaml error into a diagnostic with position, snippet and a hint.

@@ -12,6 +12,7 @@ use yaml_rust2::scanner::Marker;
 #[derive(Debug, Default)]
 pub struct Positions {
     values: HashMap<String, (usize, usize)>,
+    duplicate_keys: Vec<(String, (usize, usize))>,
 }
 
 impl Positions {
@@ -24,7 +25,13 @@ impl Positions {
         }
         Positions {
             values: recorder.values,
+            duplicate_keys: recorder.duplicate_keys,
         }
+    }
+
+    /// The first key that appears twice in one mapping: its path and the position of its second occurrence.
+    pub fn first_duplicate_key(&self) -> Option<&(String, (usize, usize))> {
+        self.duplicate_keys.first()
     }
 
     /// The position of the value at `path` (keys and sequence indices joined by '.'), or of its nearest
@@ -44,14 +51,22 @@ impl Positions {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, index: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+        seen: std::collections::HashSet<String>,
+    },
+    Seq {
+        path: String,
+        index: usize,
+    },
 }
 
 #[derive(Default)]
 struct Recorder {
     stack: Vec<Frame>,
     values: HashMap<String, (usize, usize)>,
+    duplicate_keys: Vec<(String, (usize, usize))>,
 }
 
 fn join(base: &str, part: &str) -> String {
@@ -67,7 +82,7 @@ impl Recorder {
     fn value_path(&mut self) -> Option<String> {
         match self.stack.last_mut() {
             None => Some(String::new()),
-            Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| join(path, &k)),
             Some(Frame::Seq { path, index }) => {
                 let p = join(path, &index.to_string());
                 *index += 1;
@@ -89,7 +104,11 @@ impl MarkedEventReceiver for Recorder {
             Event::Scalar(value, ..) => match self.value_path() {
                 Some(path) => self.record(&path, mark),
                 None => {
-                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                    if let Some(Frame::Map { key, seen, path }) = self.stack.last_mut() {
+                        if !seen.insert(value.clone()) {
+                            self.duplicate_keys
+                                .push((join(path, &value), (mark.line(), mark.col() + 1)));
+                        }
                         *key = Some(value);
                     }
                 }
@@ -97,7 +116,11 @@ impl MarkedEventReceiver for Recorder {
             Event::MappingStart(..) => {
                 let path = self.value_path().unwrap_or_default();
                 self.record(&path, mark);
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    seen: Default::default(),
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.value_path().unwrap_or_default();
@@ -126,8 +149,14 @@ mod tests {
         let src = "a: 1\nspec:\n  tier: gold\n  list:\n    - x\n    - {k: v}\n";
         let p = Positions::of(src);
         assert_eq!(p.find("spec.tier"), Some((3, 9)));
-        assert_eq!(p.find("spec.list.1.k"), Some((6, 10)));
+        assert_eq!(p.find("spec.list.1.k"), Some((6, 11)));
+        assert_eq!(p.find("spec.list.1"), Some((6, 7)));
         assert_eq!(p.find("spec.list.0"), Some((5, 7)));
+        let dup = Positions::of("a:\n  b: 1\n  b: 2\n");
+        assert_eq!(
+            dup.first_duplicate_key(),
+            Some(&("a.b".to_string(), (3, 3)))
+        );
         // missing leaf: nearest ancestor
         assert_eq!(p.find("spec.nothing"), p.find("spec"));
     }

@@ -1,0 +1,342 @@
+//! The rendered output checked by the real tools: `openclaw config validate` of the pinned OpenClaw version,
+//! strict Kubernetes schemas (kubernetes-validate, 1.33), the Flux CRD schemas field by field, `kubectl
+//! kustomize` on every folder Flux builds, and checkov. Under CI=true a missing tool fails the test.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const K8S_VERSION: &str = "1.33.0";
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn tenant_dirs() -> Vec<PathBuf> {
+    let root = support::repo_root().join("flux/tenants");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty());
+    dirs
+}
+
+/// Plain Kubernetes objects the compiler renders (not the SOPS file, not kustomization.yaml).
+fn rendered_kubernetes_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in tenant_dirs() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name != "kustomization.yaml" && name != "secret.sops.yaml" {
+                files.push(p);
+            }
+        }
+    }
+    for entry in std::fs::read_dir(support::repo_root().join("flux/platform/tenant-table")).unwrap()
+    {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap() != "kustomization.yaml" {
+            files.push(p);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn openclaw_accepts_every_rendered_config() {
+    let Some(openclaw) = support::tool("openclaw") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    for dir in tenant_dirs() {
+        let cm: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("configmap.yaml")).unwrap())
+                .unwrap();
+        let config = cm["data"]["openclaw.json"].as_str().unwrap();
+        let path = home.path().join("openclaw.json");
+        std::fs::write(&path, config).unwrap();
+        let (ok, text) = run(Command::new(&openclaw)
+            .args(["config", "validate"])
+            .env("HOME", home.path())
+            .env("OPENCLAW_CONFIG_PATH", &path)
+            .env("KIMI_API_KEY", "validation-only")
+            .env("OPENCLAW_GATEWAY_TOKEN", "validation-only")
+            .env("OPENCLAW_STATE_DIR", home.path().join("state")));
+        assert!(
+            ok && text.contains("Config valid"),
+            "{}: openclaw config validate failed:\n{text}",
+            dir.display()
+        );
+        assert!(
+            !text.contains("warning"),
+            "{}: openclaw warns:\n{text}",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn every_kubernetes_object_passes_strict_schema_validation() {
+    let Some(validate) = support::tool("kubernetes-validate") else {
+        return;
+    };
+    let files = rendered_kubernetes_files();
+    let (ok, text) = run(Command::new(validate)
+        .args(["--strict", "-k", K8S_VERSION])
+        .args(&files));
+    assert!(ok, "kubernetes-validate failed:\n{text}");
+    assert_eq!(text.matches(" passed ").count(), files.len(), "{text}");
+    // The bootstrap's plain Kubernetes objects too.
+    let cluster = support::repo_root().join("flux/clusters/production/tenant-reconciler.yaml");
+    let platform_ns = support::repo_root().join("flux/platform/namespace.yaml");
+    let (ok, text) = run(Command::new(support::tool("kubernetes-validate").unwrap())
+        .args(["--strict", "-k", K8S_VERSION])
+        .arg(cluster)
+        .arg(platform_ns));
+    assert!(ok, "kubernetes-validate failed on the bootstrap:\n{text}");
+}
+
+#[test]
+fn kustomize_builds_every_folder_flux_builds() {
+    let Some(kubectl) = support::tool("kubectl") else {
+        return;
+    };
+    let root = support::repo_root();
+    let mut dirs = tenant_dirs();
+    dirs.push(root.join("flux/tenants"));
+    dirs.push(root.join("flux/platform"));
+    dirs.push(root.join("flux/clusters/production"));
+    for dir in dirs {
+        let (ok, text) = run(Command::new(&kubectl).arg("kustomize").arg(&dir));
+        assert!(ok, "kubectl kustomize {} failed:\n{text}", dir.display());
+        assert!(text.contains("kind:"), "{}: empty build", dir.display());
+    }
+}
+
+#[test]
+fn checkov_finds_no_failed_checks() {
+    let Some(checkov) = support::tool("checkov") else {
+        return;
+    };
+    // checkov skips hidden folders, and tempfile's default names start with a dot.
+    let scan = tempfile::Builder::new()
+        .prefix("checkov-scan-")
+        .tempdir()
+        .unwrap();
+    for (i, f) in rendered_kubernetes_files().iter().enumerate() {
+        std::fs::copy(
+            f,
+            scan.path().join(format!(
+                "{i:03}-{}",
+                f.file_name().unwrap().to_string_lossy()
+            )),
+        )
+        .unwrap();
+    }
+    // checkov exits 1 when a check fails; the JSON report on stdout says which.
+    let out = Command::new(checkov)
+        .args([
+            "--framework",
+            "kubernetes",
+            "--compact",
+            "--skip-download",
+            "-o",
+            "json",
+            "-d",
+        ])
+        .arg(scan.path())
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "checkov printed no JSON report ({e}):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // One report per framework: a list when checkov ran more than one.
+    let report = match report {
+        Value::Array(reports) => reports
+            .into_iter()
+            .find(|r| r["check_type"] == "kubernetes")
+            .expect("a kubernetes report"),
+        single => single,
+    };
+    let summary = &report["summary"];
+    assert!(
+        summary["resource_count"].as_u64().unwrap_or(0) >= 20,
+        "checkov scanned nothing: {report}"
+    );
+    assert_eq!(
+        summary["failed"],
+        0,
+        "checkov failed checks:\n{}",
+        serde_json::to_string_pretty(&report["results"]["failed_checks"]).unwrap()
+    );
+    assert!(summary["passed"].as_u64().unwrap() > 50, "{summary}");
+    // Every skip is one of the three justified in templates/tenant/deployment.yaml.j2.
+    for skipped in report["results"]["skipped_checks"].as_array().unwrap() {
+        let id = skipped["check_id"].as_str().unwrap();
+        assert!(
+            ["CKV_K8S_43", "CKV_K8S_35", "CKV_K8S_40"].contains(&id),
+            "unexpected skip {id}"
+        );
+    }
+}
+
+/// The CRD's OpenAPI schema for `version`.
+fn crd_schema(file: &str, version: &str) -> Value {
+    let path = support::repo_root()
+        .parent()
+        .unwrap()
+        .join("shared/schemas/flux")
+        .join(file);
+    let path = if path.exists() {
+        path
+    } else {
+        Path::new("/work/shared/schemas/flux").join(file)
+    };
+    let crd: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap();
+    crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == version)
+        .unwrap()["schema"]["openAPIV3Schema"]
+        .clone()
+}
+
+/// Checks `value` against an OpenAPI v3 schema field by field: every field must be declared (the CRDs allow
+/// unknown fields in places, we do not), types and enums must match, required fields must be present.
+fn check(value: &Value, schema: &Value, path: &str, problems: &mut Vec<String>) {
+    let ty = schema["type"].as_str();
+    match value {
+        Value::Object(map) => {
+            if ty != Some("object") {
+                problems.push(format!("{path}: object where the schema has {ty:?}"));
+                return;
+            }
+            if let Some(required) = schema["required"].as_array() {
+                for r in required {
+                    if !map.contains_key(r.as_str().unwrap()) {
+                        problems.push(format!("{path}: missing required field {r}"));
+                    }
+                }
+            }
+            let props = schema["properties"].as_object();
+            for (k, v) in map {
+                let sub = props
+                    .and_then(|p| p.get(k))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                match sub {
+                    Some(sub) => check(v, sub, &format!("{path}.{k}"), problems),
+                    None if path.is_empty() && (k == "apiVersion" || k == "kind") => {}
+                    None if path.ends_with(".metadata")
+                        || path == ".metadata"
+                        || path == "metadata" => {}
+                    None => problems.push(format!("{path}.{k}: not a field of the CRD")),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if ty != Some("array") {
+                problems.push(format!("{path}: array where the schema has {ty:?}"));
+                return;
+            }
+            for (i, item) in items.iter().enumerate() {
+                check(item, &schema["items"], &format!("{path}[{i}]"), problems);
+            }
+        }
+        Value::String(s) => {
+            if ty != Some("string") {
+                problems.push(format!("{path}: string where the schema has {ty:?}"));
+            }
+            if let Some(en) = schema["enum"].as_array() {
+                if !en.iter().any(|e| e == s) {
+                    problems.push(format!("{path}: {s:?} is not one of {en:?}"));
+                }
+            }
+            if let Some(p) = schema["pattern"].as_str() {
+                let re = regex::Regex::new(p).unwrap();
+                if !re.is_match(s) {
+                    problems.push(format!("{path}: {s:?} does not match {p}"));
+                }
+            }
+        }
+        Value::Bool(_) if ty != Some("boolean") => {
+            problems.push(format!("{path}: boolean where the schema has {ty:?}"))
+        }
+        Value::Number(_) if ty != Some("integer") && ty != Some("number") => {
+            problems.push(format!("{path}: number where the schema has {ty:?}"))
+        }
+        _ => {}
+    }
+}
+
+fn flux_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_flux_object_matches_its_crd_field_by_field() {
+    let root = support::repo_root();
+    let kustomization = crd_schema("kustomize.toolkit.fluxcd.io_kustomizations.yaml", "v1");
+    let gitrepository = crd_schema("source.toolkit.fluxcd.io_gitrepositories.yaml", "v1");
+    let receiver = crd_schema("notification.toolkit.fluxcd.io_receivers.yaml", "v1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("flux/tenants"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && p.file_name().unwrap() != "kustomization.yaml")
+        .collect();
+    for f in [
+        "gitrepository.yaml",
+        "platform.yaml",
+        "tenants.yaml",
+        "receivers.yaml",
+    ] {
+        files.push(root.join("flux/clusters/production").join(f));
+    }
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for f in &files {
+        for doc in flux_documents(f) {
+            let schema = match (
+                doc["apiVersion"].as_str().unwrap(),
+                doc["kind"].as_str().unwrap(),
+            ) {
+                ("kustomize.toolkit.fluxcd.io/v1", "Kustomization") => &kustomization,
+                ("source.toolkit.fluxcd.io/v1", "GitRepository") => &gitrepository,
+                ("notification.toolkit.fluxcd.io/v1", "Receiver") => &receiver,
+                other => panic!("{}: unexpected {other:?}", f.display()),
+            };
+            let mut p = Vec::new();
+            check(&doc, schema, "", &mut p);
+            problems.extend(p.into_iter().map(|m| format!("{}: {m}", f.display())));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3 + 5, "checked {checked} Flux objects");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

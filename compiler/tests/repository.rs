@@ -1,0 +1,134 @@
+//! The repository itself is a valid GitOps repo: its committed output is exactly what its specs produce, its
+//! committed JSON Schema is what the types generate, and compiling is deterministic.
+
+mod support;
+
+use compiler::Output;
+
+#[test]
+fn committed_schema_is_generated_from_the_types() {
+    let committed =
+        std::fs::read_to_string(support::repo_root().join("tenants/tenant.schema.json")).unwrap();
+    assert!(
+        committed == compiler::spec::json_schema(),
+        "tenants/tenant.schema.json is stale: run `cargo run -p compiler -- schema > tenants/tenant.schema.json`"
+    );
+}
+
+#[test]
+fn committed_flux_output_is_what_the_specs_produce() {
+    let inputs = support::repo_inputs();
+    assert_eq!(inputs.tenants.len(), 3, "three example tenants");
+    let output = compiler::compile(&inputs.platform, &inputs.templates, &inputs.tenants).unwrap();
+    let on_disk = compiler::sink::generated_on_disk(&support::repo_root()).unwrap();
+    let expected: Vec<&String> = output.files.keys().collect();
+    let actual: Vec<&String> = on_disk.keys().collect();
+    assert_eq!(expected, actual, "run `cargo run -p compiler -- build`");
+    for (path, text) in &output.files {
+        assert_eq!(
+            on_disk[path],
+            text.as_bytes(),
+            "{path} is stale: run `cargo run -p compiler -- build`"
+        );
+    }
+}
+
+#[test]
+fn examples_cover_every_tier_and_a_suspended_tenant() {
+    let inputs = support::repo_inputs();
+    let valid = compiler::validate::tenants(&inputs.platform, &inputs.tenants).unwrap();
+    let tiers: std::collections::BTreeSet<&str> =
+        valid.iter().map(|t| t.spec.spec.tier.as_str()).collect();
+    assert_eq!(
+        tiers.into_iter().collect::<Vec<_>>(),
+        ["pro", "starter", "team"]
+    );
+    assert!(valid
+        .iter()
+        .any(|t| t.spec.spec.state == compiler::spec::TenantState::Suspended));
+}
+
+fn compile_with_threads(threads: usize, reverse: bool) -> Output {
+    let inputs = support::repo_inputs();
+    let mut tenants = support::generated_tenants(300);
+    tenants.extend(inputs.tenants.clone());
+    if reverse {
+        tenants.reverse();
+    } else {
+        tenants.rotate_left(117);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| compiler::compile(&inputs.platform, &inputs.templates, &tenants).unwrap())
+}
+
+#[test]
+fn output_is_byte_identical_across_input_order_and_thread_counts() {
+    let a = compile_with_threads(1, false);
+    let b = compile_with_threads(4, true);
+    let c = compile_with_threads(2, false);
+    assert_eq!(a.files.len(), b.files.len());
+    assert!(
+        a == b,
+        "output differs between 1 and 4 threads / input orders"
+    );
+    assert!(a == c);
+}
+
+#[test]
+fn single_tenant_change_equals_full_compile() {
+    let inputs = support::repo_inputs();
+    let mut tenants = support::generated_tenants(40);
+    let full_before = compiler::compile(&inputs.platform, &inputs.templates, &tenants).unwrap();
+    // Change one tenant's tier, add one, remove one, each incrementally against the previous full output.
+    let mut changed = tenants[7].clone();
+    changed.spec = Some(changed.spec.unwrap().replace("tier: pro", "tier: team"));
+    let added = support::generated_tenants(41).pop().unwrap();
+    let removed = tenants[3].folder.clone();
+
+    let mut files = full_before.files.clone();
+    let steps: Vec<(String, Option<compiler::TenantFiles>)> = vec![
+        (changed.folder.clone(), Some(changed.clone())),
+        (added.folder.clone(), Some(added.clone())),
+        (removed.clone(), None),
+    ];
+    for (name, tenant) in &steps {
+        let changes = {
+            let read = |p: &str| files.get(p).cloned();
+            compiler::incremental::tenant_change(
+                &inputs.platform,
+                &inputs.templates,
+                name,
+                tenant.as_ref(),
+                &read,
+            )
+            .unwrap()
+        };
+        for change in changes {
+            match change {
+                compiler::incremental::FileChange::Write { path, contents } => {
+                    files.insert(path, contents);
+                }
+                compiler::incremental::FileChange::Remove { path } => {
+                    files.retain(|p, _| p != &path && !p.starts_with(&format!("{path}/")));
+                }
+            }
+        }
+    }
+    tenants[7] = changed;
+    tenants.push(added);
+    tenants.retain(|t| t.folder != removed);
+    let full_after = compiler::compile(&inputs.platform, &inputs.templates, &tenants).unwrap();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        full_after.files.keys().collect::<Vec<_>>()
+    );
+    for (path, text) in &full_after.files {
+        assert_eq!(
+            &files[path], text,
+            "{path} differs between incremental and full compile"
+        );
+    }
+}
