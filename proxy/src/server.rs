@@ -9,6 +9,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -145,6 +146,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let router = router(app.clone());
     let server = tokio::spawn(async move {
         let mut signal = stop_rx.clone();
+        // Small writes (SSE events, short JSON bodies) must not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = signal.wait_for(|s| *s).await;

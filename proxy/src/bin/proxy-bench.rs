@@ -140,6 +140,10 @@ async fn mock_chat(
 async fn serve(router: Router) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // Real upstreams and the proxy itself send small writes without Nagle's delay; so does the mock.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
