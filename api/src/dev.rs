@@ -192,6 +192,16 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<Edit>) -> Result<(), DevError
 
 /// Creates the bare state repo with one commit: templates/, flux/ and the compiled empty output.
 pub fn seed(state_repo: &Path, checkout: &Path, recipient: &str) -> Result<(), DevError> {
+    seed_with_tenants(state_repo, checkout, recipient, &[])
+}
+
+/// [`seed`] with `tenants` already in the repo (benchmarks start from thousands of tenants).
+pub fn seed_with_tenants(
+    state_repo: &Path,
+    checkout: &Path,
+    recipient: &str,
+    tenants: &[compiler::TenantFiles],
+) -> Result<(), DevError> {
     let mut files = Vec::new();
     collect(&checkout.join("templates"), "templates", &mut files)?;
     collect(&checkout.join("flux"), "flux", &mut files)?;
@@ -229,8 +239,22 @@ pub fn seed(state_repo: &Path, checkout: &Path, recipient: &str) -> Result<(), D
         .map_err(|d| DevError::Compile(d.to_string()))?;
     let templates = compiler::Templates::from_dir(&checkout.join("templates"))
         .map_err(|d| DevError::Compile(d.to_string()))?;
-    let output = compiler::compile(&platform, &templates, &[])
+    let output = compiler::compile(&platform, &templates, tenants)
         .map_err(|d| DevError::Compile(d.to_string()))?;
+    for tenant in tenants {
+        if let Some(spec) = &tenant.spec {
+            files.push(Edit::Write {
+                path: tenant.spec_path(),
+                contents: spec.clone().into_bytes(),
+            });
+        }
+        if let Some(secrets) = &tenant.secrets {
+            files.push(Edit::Write {
+                path: tenant.secrets_path(),
+                contents: secrets.clone().into_bytes(),
+            });
+        }
+    }
     for (path, contents) in output.files {
         files.push(Edit::Write {
             path,

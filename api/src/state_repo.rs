@@ -56,10 +56,23 @@ impl Edit {
 }
 
 /// The api's clone and how to reach its remote.
+///
+/// New objects are written to an in-memory pack (libgit2's mempack backend) and flushed to disk as
+/// one pack file per batch by [`StateRepo::persist`]: a loose object costs a file creation each,
+/// and a change writes about twenty objects.
 pub struct StateRepo {
+    // Field order is drop order: the mempack handle and the object database go before the
+    // repository that owns them.
+    mempack: Option<git2::Mempack<'static>>,
+    odb: Option<git2::Odb<'static>>,
     repo: Repository,
     config: RepoConfig,
 }
+
+// SAFETY: git2 makes `Repository` and `Odb` Send; `Mempack` is a pointer to a backend owned by
+// the odb. A `StateRepo` is used by one thread at a time (it is not Sync), which is all libgit2
+// asks of a repository and its backends.
+unsafe impl Send for StateRepo {}
 
 impl StateRepo {
     /// Opens the clone at `config.local_path`, creating it (bare, with the remote) and fetching
@@ -77,7 +90,19 @@ impl StateRepo {
         if repo.find_remote(REMOTE)?.url() != Some(config.remote_url.as_str()) {
             repo.remote_set_url(REMOTE, &config.remote_url)?;
         }
+        let odb = repo.odb()?;
+        // SAFETY: `Odb` and `Mempack` carry lifetimes only to tie them to the repository and the
+        // odb handle; the underlying libgit2 objects are reference-counted (the odb) or owned by
+        // the odb (the backend). Both handles are stored beside the repository and dropped before
+        // it (field order), so they never outlive what they point to.
+        let odb: git2::Odb<'static> =
+            unsafe { std::mem::transmute::<git2::Odb<'_>, git2::Odb<'static>>(odb) };
+        let mempack = odb.add_new_mempack_backend(1000)?;
+        let mempack: git2::Mempack<'static> =
+            unsafe { std::mem::transmute::<git2::Mempack<'_>, git2::Mempack<'static>>(mempack) };
         let state = StateRepo {
+            mempack: Some(mempack),
+            odb: Some(odb),
             repo,
             config: config.clone(),
         };
@@ -117,6 +142,7 @@ impl StateRepo {
 
     /// Moves the local branch (what gets pushed next).
     pub fn set_local_tip(&self, tip: Oid, why: &str) -> Result<(), RepoError> {
+        self.persist()?;
         self.repo.reference(&self.branch_ref(), tip, true, why)?;
         Ok(())
     }
@@ -176,6 +202,12 @@ impl StateRepo {
     pub fn push(&self, tip: Oid) -> Result<(), PushError> {
         self.set_local_tip(tip, "push")
             .map_err(|e| PushError::Unreachable(e.to_string()))?;
+        if let Some(path) = local_path(&self.config.remote_url) {
+            self.push_local(&path, tip)?;
+            return self
+                .set_remote_tip(tip)
+                .map_err(|e| PushError::Unreachable(e.to_string()));
+        }
         let mut remote = self
             .repo
             .find_remote(REMOTE)
@@ -212,6 +244,90 @@ impl StateRepo {
         Ok(())
     }
 
+    /// Pushes to a repository on this machine: the new objects go over as one pack, then the
+    /// branch moves only if it still points where it did (compare-and-swap under git's ref lock),
+    /// so a push racing with another writer is rejected instead of overwriting it. (libgit2's own
+    /// local transport does not compare the old value when it moves the ref.)
+    fn push_local(&self, path: &Path, tip: Oid) -> Result<(), PushError> {
+        let unreachable = |e: git2::Error| PushError::Unreachable(e.message().to_owned());
+        if !path.exists() {
+            return Err(PushError::Unreachable(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
+        let remote = Repository::open_bare(path).map_err(unreachable)?;
+        let branch = self.branch_ref();
+        let expected = remote.refname_to_id(&branch).ok();
+        if let Some(expected) = expected {
+            let fast_forward = expected == tip
+                || self
+                    .repo
+                    .graph_descendant_of(tip, expected)
+                    .unwrap_or(false);
+            if !fast_forward {
+                return Err(PushError::Rejected);
+            }
+            if expected == tip {
+                return Ok(());
+            }
+        }
+        let mut walk = self.repo.revwalk().map_err(unreachable)?;
+        walk.push(tip).map_err(unreachable)?;
+        if let Some(expected) = expected {
+            walk.hide(expected).map_err(unreachable)?;
+        }
+        let mut builder = self.repo.packbuilder().map_err(unreachable)?;
+        builder.set_threads(1);
+        builder.insert_walk(&mut walk).map_err(unreachable)?;
+        let mut pack = git2::Buf::new();
+        builder.write_buf(&mut pack).map_err(unreachable)?;
+        {
+            use std::io::Write;
+            let odb = remote.odb().map_err(unreachable)?;
+            let mut writer = odb.packwriter().map_err(unreachable)?;
+            writer
+                .write_all(&pack)
+                .map_err(|e| PushError::Unreachable(e.to_string()))?;
+            writer.commit().map_err(unreachable)?;
+        }
+        let moved = match expected {
+            Some(expected) => remote.reference_matching(&branch, tip, true, expected, "push"),
+            None => remote.reference(&branch, tip, false, "push"),
+        };
+        match moved {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
+                ) =>
+            {
+                Err(PushError::Rejected)
+            }
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// Writes the objects made since the last call to disk as one pack, so that refs may point
+    /// at them. Must run before a ref moves to a new commit.
+    pub fn persist(&self) -> Result<(), RepoError> {
+        let (Some(mempack), Some(odb)) = (&self.mempack, &self.odb) else {
+            return Ok(());
+        };
+        let mut buf = git2::Buf::new();
+        mempack.dump(&self.repo, &mut buf)?;
+        // An empty pack is a 12-byte header and a 20-byte checksum.
+        if buf.len() > 32 {
+            use std::io::Write;
+            let mut writer = odb.packwriter()?;
+            writer.write_all(&buf)?;
+            writer.commit()?;
+        }
+        mempack.reset()?;
+        Ok(())
+    }
+
     /// Builds the tree of `base` with `edits` applied (see [`edit_tree_in`]).
     pub fn edit_tree(&self, base: &Tree<'_>, edits: &[Edit]) -> Result<Oid, RepoError> {
         Ok(edit_tree_in(&self.repo, base, edits)?)
@@ -244,6 +360,8 @@ pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
     let repo = Repository::open_bare(&config.local_path)
         .map_err(|e| format!("the api's clone: {}", e.message()))?;
     let state = StateRepo {
+        mempack: None,
+        odb: None,
         repo,
         config: config.clone(),
     };
@@ -315,6 +433,18 @@ fn write_node(
         return Ok(None);
     }
     Ok(Some(builder.write()?))
+}
+
+/// The filesystem path of a remote URL that names a repository on this machine.
+fn local_path(url: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Some(path.into());
+    }
+    if url.contains("://") || (url.contains(':') && !url.starts_with('/') && !url.starts_with('.'))
+    {
+        return None; // ssh://, https://, or scp-like user@host:path
+    }
+    Some(url.into())
 }
 
 /// Reads the file at `path` in `tree`; None when absent or not a file.
@@ -432,6 +562,7 @@ mod tests {
             .unwrap();
         let sig = Signature::now("t", "t@example.com").unwrap();
         let commit = state.commit(tip, tree, &sig, &sig, "add").unwrap();
+        state.persist().unwrap();
         state.push(commit).unwrap();
         let remote_repo = Repository::open_bare(&remote).unwrap();
         assert_eq!(

@@ -405,6 +405,7 @@ impl Writer {
             return;
         }
         let start_tip = self.tip;
+        let started = Instant::now();
         let mut fresh: Vec<Pending> = Vec::new();
         for job in jobs {
             let Job {
@@ -474,11 +475,32 @@ impl Writer {
                 }
             }
         }
+        if let Err(e) = self.repo.persist() {
+            tracing::error!(error = %e, "cannot write the batch's objects; nothing was written");
+            self.tip = start_tip;
+            for p in fresh {
+                if let Some(w) = p.waiting {
+                    let _ = w.reply.send(Err(WriteError::Internal(e.to_string())));
+                }
+            }
+            return;
+        }
+        let applied = started.elapsed();
+        metrics::histogram!("api_apply_seconds").record(applied.as_secs_f64());
         let records: Vec<Recorded> = fresh
             .iter()
             .filter_map(|p| p.waiting.as_ref().map(|w| w.record.clone()))
             .collect();
-        if let Err(e) = self.runtime.block_on(self.store.record_batch(&records)) {
+        let recorded = Instant::now();
+        let result = self.runtime.block_on(self.store.record_batch(&records));
+        metrics::histogram!("api_record_seconds").record(recorded.elapsed().as_secs_f64());
+        tracing::debug!(
+            changes = records.len(),
+            apply_ms = applied.as_millis() as u64,
+            record_ms = recorded.elapsed().as_millis() as u64,
+            "batch committed"
+        );
+        if let Err(e) = result {
             tracing::error!(error = %e, "cannot record the batch; nothing was written");
             self.tip = start_tip;
             let message = WriteError::from(e).to_string();
@@ -512,6 +534,11 @@ impl Writer {
                 Ok(()) => {
                     self.remote_ok.store(true, Ordering::Relaxed);
                     metrics::histogram!("api_push_seconds").record(started.elapsed().as_secs_f64());
+                    tracing::debug!(
+                        commits = self.pending.len(),
+                        push_ms = started.elapsed().as_millis() as u64,
+                        "pushed"
+                    );
                     self.pushed();
                     return;
                 }
@@ -608,6 +635,9 @@ impl Writer {
         });
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot record re-applied commits");
+        }
+        if let Err(e) = self.repo.persist() {
+            tracing::error!(error = %e, "cannot write re-applied objects");
         }
         self.pending = kept;
         self.tip = tip;

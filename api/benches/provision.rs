@@ -1,0 +1,325 @@
+//! Provisioning benchmark (not a timed test): starts the real api in process on SQLite or
+//! PostgreSQL with a state repo that already holds N tenants, then measures
+//!
+//! - provisions from request to answer (the commit pushed to the local bare state repo) with C
+//!   concurrent clients: throughput and latency percentiles;
+//! - a single-tenant change (suspend/reactivate of one tenant, one client): latency percentiles,
+//!   to compare across N.
+//!
+//! Run: `cargo bench -p api --bench provision -- --tenants 10000 --clients 16 --requests 2000 --backend sqlite`
+//! (`--backend postgres` uses `BENCH_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test,
+//! and creates a fresh database). Results go to stdout as one Markdown table row per measurement.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use age::secrecy::ExposeSecret;
+use api::config::{AdminToken, Config, TelegramVerification};
+use compiler::spec::{
+    Agent, Email, Language, Metadata, Owner, ProxyToken, Spec, TelegramId, TenantName, TenantSpec,
+    TenantState, Thinking, TierName, TokenSha256,
+};
+use sha2::{Digest, Sha256};
+
+struct Args {
+    tenants: usize,
+    clients: usize,
+    requests: usize,
+    changes: usize,
+    backend: String,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        tenants: 10_000,
+        clients: 16,
+        requests: 2000,
+        changes: 200,
+        backend: "sqlite".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().expect("flag value");
+        match flag.as_str() {
+            "--tenants" => args.tenants = value().parse().expect("--tenants N"),
+            "--clients" => args.clients = value().parse().expect("--clients N"),
+            "--requests" => args.requests = value().parse().expect("--requests N"),
+            "--changes" => args.changes = value().parse().expect("--changes N"),
+            "--backend" => args.backend = value(),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    args
+}
+
+fn spec(name: &str, i: usize) -> TenantSpec {
+    TenantSpec {
+        api_version: compiler::spec::API_VERSION.into(),
+        kind: compiler::spec::KIND.into(),
+        metadata: Metadata {
+            name: TenantName::parse(name).unwrap(),
+        },
+        spec: Spec {
+            owner: Owner {
+                email: Email::parse(format!("{name}@example.com")).unwrap(),
+                telegram_user_id: TelegramId::parse(1000 + i as i64).unwrap(),
+            },
+            tier: TierName::parse("starter").unwrap(),
+            state: TenantState::Active,
+            agent: Agent {
+                model: compiler::spec::ModelRef::parse("kimi/kimi-for-coding").unwrap(),
+                thinking: Thinking::Medium,
+                language: Language::parse("en").unwrap(),
+                allow_from: vec![TelegramId::parse(1000 + i as i64).unwrap()],
+            },
+            connections: Vec::new(),
+            proxy_token: ProxyToken {
+                sha256: TokenSha256::of_token(&format!("proxy-{name}")),
+            },
+            overrides: Default::default(),
+        },
+    }
+}
+
+/// Specs and encrypted secrets for `n` existing tenants, made on every core.
+fn existing_tenants(n: usize, recipient: &str) -> Vec<compiler::TenantFiles> {
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(2);
+    let chunks: Vec<Vec<usize>> = (0..threads)
+        .map(|t| (0..n).filter(|i| i % threads == t).collect())
+        .collect();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let recipient = recipient.to_owned();
+            std::thread::spawn(move || {
+                chunk
+                    .into_iter()
+                    .map(|i| {
+                        let name = format!("existing-{i:05}");
+                        let values = BTreeMap::from([
+                            (
+                                "telegram-bot-token".to_owned(),
+                                format!("{}:AAH{}", 100_000 + i, "x".repeat(32)),
+                            ),
+                            ("proxy-token".to_owned(), format!("proxy-{name}")),
+                            ("gateway-token".to_owned(), format!("gateway-{name}")),
+                        ]);
+                        let secrets = compiler::sops::tenant_secret_file(
+                            compiler::sops::TENANT_SECRET_NAME,
+                            &format!("customer-{name}"),
+                            &values,
+                            &[recipient.clone()],
+                        )
+                        .unwrap();
+                        compiler::TenantFiles {
+                            folder: name.clone(),
+                            spec: Some(spec(&name, i).to_yaml()),
+                            secrets: Some(secrets),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort_by(|a, b| a.folder.cmp(&b.folder));
+    all
+}
+
+async fn database(backend: &str, dir: &Path) -> String {
+    match backend {
+        "sqlite" => format!("sqlite://{}?mode=rwc", dir.join("api.db").display()),
+        "postgres" => {
+            use sqlx::Connection;
+            let admin = std::env::var("BENCH_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL for --backend postgres");
+            let name = format!("bench_{}", hex::encode(rand::random::<[u8; 6]>()));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+        }
+        other => panic!("--backend sqlite|postgres, not {other}"),
+    }
+}
+
+async fn telegram_stand_in() -> String {
+    let app = axum::Router::new().route(
+        "/{bot}/getMe",
+        axum::routing::get(|axum::extract::Path(bot): axum::extract::Path<String>| async move {
+            let id: i64 = bot.trim_start_matches("bot").split(':').next().unwrap_or("1").parse().unwrap_or(1);
+            axum::Json(serde_json::json!({"ok": true, "result": {"id": id, "is_bot": true, "username": "bench_bot"}}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn summary(mut latencies: Vec<Duration>) -> String {
+    latencies.sort();
+    format!(
+        "p50 {:.1} ms | p95 {:.1} ms | p99 {:.1} ms | max {:.1} ms",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.95),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    )
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = args();
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let identity = age::x25519::Identity::generate();
+    std::fs::write(
+        dir.path().join("age.agekey"),
+        format!("{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
+    let recipient = identity.to_public().to_string();
+
+    let started = Instant::now();
+    let tenants = existing_tenants(args.tenants, &recipient);
+    let remote = dir.path().join("state.git");
+    api::dev::seed_with_tenants(&remote, checkout, &recipient, &tenants).unwrap();
+    eprintln!(
+        "seeded {} tenants in {:.1} s",
+        args.tenants,
+        started.elapsed().as_secs_f64()
+    );
+
+    let database_url = database(&args.backend, dir.path()).await;
+    {
+        // The tenants index holds the existing tenants too.
+        let store = api::store::Store::connect(&database_url, 1).await.unwrap();
+        drop(store);
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&database_url).await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        for t in &tenants {
+            sqlx::query("INSERT INTO tenants (name, owner_email, created_at, updated_at, last_commit) VALUES ($1, $2, 0, 0, $3)")
+                .bind(&t.folder)
+                .bind(format!("{}@example.com", t.folder))
+                .bind("0000000000000000000000000000000000000000")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    let admin_token = hex::encode(rand::random::<[u8; 32]>());
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = database_url;
+    config.database_max_connections = 16;
+    config.repo.local_path = dir.path().join("api-clone.git");
+    config.repo.remote_url = remote.display().to_string();
+    config.telegram.base_url = telegram_stand_in().await;
+    config.telegram.verification = TelegramVerification::Getme;
+    config.admin_tokens = vec![AdminToken {
+        name: "bench".into(),
+        email: "bench@example.com".into(),
+        sha256: hex::encode(Sha256::digest(admin_token.as_bytes())),
+    }];
+    let running = api::app::start(config, std::future::pending())
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+
+    // A single-tenant change, one client.
+    let mut latencies = Vec::new();
+    for i in 0..args.changes {
+        let action = if i % 2 == 0 { "suspend" } else { "reactivate" };
+        let t = Instant::now();
+        let r = http
+            .post(format!("{base}/v1/tenants/existing-00000/{action}"))
+            .bearer_auth(&admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        latencies.push(t.elapsed());
+    }
+    println!(
+        "| single-tenant change | {} | {} | 1 client | {} requests | | {} |",
+        args.backend,
+        args.tenants,
+        args.changes,
+        summary(latencies)
+    );
+    // Provisions with C concurrent clients.
+    if args.requests == 0 {
+        running.shutdown().await.unwrap();
+        return;
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let wall = Instant::now();
+    let workers: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let (http, base, token, next) = (http.clone(), base.clone(), admin_token.clone(), next.clone());
+            let requests = args.requests;
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= requests {
+                        return latencies;
+                    }
+                    let body = serde_json::json!({
+                        "name": format!("new-{i:05}"),
+                        "owner": {"email": format!("new-{i}@example.com"), "telegramUserId": 5000 + i},
+                        "tier": "starter",
+                        "telegramBotToken": format!("{}:AAH{}", 200_000 + i, hex::encode(rand::random::<[u8; 16]>())),
+                    });
+                    let t = Instant::now();
+                    let r = http.post(format!("{base}/v1/tenants")).bearer_auth(&token).json(&body).send().await.unwrap();
+                    let status = r.status();
+                    let text = r.text().await.unwrap();
+                    assert_eq!(status, 201, "{text}");
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.unwrap());
+    }
+    let elapsed = wall.elapsed().as_secs_f64();
+    println!(
+        "| provision | {} | {} | {} clients | {} requests | {:.0} /s | {} |",
+        args.backend,
+        args.tenants,
+        args.clients,
+        args.requests,
+        args.requests as f64 / elapsed,
+        summary(latencies)
+    );
+
+    running.shutdown().await.unwrap();
+}
