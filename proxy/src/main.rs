@@ -17,8 +17,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Log lines are written by a background thread so that a slow stdout pipe never stalls a request.
+    // Not lossy: usage events that could not be shipped are logged and must not be dropped here.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     tracing_subscriber::fmt()
         .json()
+        .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PROXY_LOG")
                 .unwrap_or_else(|_| "info".into()),
