@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::api_error::{is_in_flavor, wrap_upstream, ApiError, ErrorKind, Flavor};
 use crate::app::{presented_token, App, UpstreamTarget};
-use crate::limits::{Admission, Rejection, WARNING_RATIO};
+use crate::limits::{Admission, Headroom, Rejection, WARNING_RATIO};
 use crate::metering::{read_body, ApiKind, Reading, StreamMeter};
 use crate::table::Tenant;
 use crate::usage::UsageEvent;
@@ -431,7 +431,7 @@ async fn forward(
     if api == ApiKind::Anthropic && !headers.contains_key("anthropic-version") {
         req = req.header("anthropic-version", "2023-06-01");
     }
-    let warning = p.admission.headroom.budget_used_ratio >= WARNING_RATIO;
+    let headroom = p.admission.headroom;
     let mut meter = Meter {
         app: app.clone(),
         api,
@@ -519,13 +519,41 @@ async fn forward(
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
-    if warning {
-        response.headers_mut().insert(
+    headroom_headers(api, &headroom, response.headers_mut());
+    response
+}
+
+/// The tenant's remaining allowance on a successful response, in the caller's header style.
+fn headroom_headers(api: ApiKind, h: &Headroom, headers: &mut HeaderMap) {
+    let names: [&'static str; 4] = match api {
+        ApiKind::OpenAi => [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+        ],
+        ApiKind::Anthropic => [
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-tokens-limit",
+            "anthropic-ratelimit-tokens-remaining",
+        ],
+    };
+    let values = [
+        h.requests_limit,
+        h.requests_remaining,
+        h.tokens_limit,
+        h.tokens_remaining,
+    ];
+    for (name, value) in names.into_iter().zip(values) {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+    if h.budget_used_ratio >= WARNING_RATIO {
+        headers.insert(
             HeaderName::from_static(BUDGET_WARNING_HEADER),
             HeaderValue::from_static("over 90 percent of the monthly token budget is used"),
         );
     }
-    response
 }
 
 /// Records the outcome of one admitted request, exactly once.

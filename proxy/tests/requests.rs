@@ -583,12 +583,17 @@ async fn requests_per_minute_answer_429_with_headers_in_the_callers_style() {
         ..Options::default()
     })
     .await;
-    for _ in 0..2 {
-        assert_eq!(
-            h.openai(ACME_TOKEN, chat("kimi-k2", false)).await.status(),
-            200
-        );
-    }
+    // Successful responses report the tenant's headroom.
+    let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "1000000");
+    assert!(r.headers().contains_key("x-ratelimit-remaining-tokens"));
+    assert_eq!(
+        h.openai(ACME_TOKEN, chat("kimi-k2", false)).await.status(),
+        200
+    );
     let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"]
