@@ -5,6 +5,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+// The same allocator as the openclaw-compiler binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 fn peak_rss_mib() -> f64 {

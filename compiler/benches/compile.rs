@@ -1,8 +1,13 @@
-//! Compile benchmarks: one tenant, and the whole repository at 10,000 generated tenants.
+//! Compile benchmarks: one tenant's render, one tenant's change inside a 10,000-tenant repository (what the
+//! api does per request), and the whole repository at 10,000 generated tenants.
 //! `cargo bench -p compiler --bench compile`; results in docs/BENCHMARKS.md.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+// The same allocator as the openclaw-compiler binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -14,11 +19,35 @@ fn benches(c: &mut Criterion) {
             compiler::render::render_tenant(&inputs.platform, &inputs.templates, &one[0]).unwrap()
         })
     });
-    let files = support::generated_tenants(1);
-    c.bench_function("validate and render one tenant", |b| {
-        b.iter(|| compiler::compile(&inputs.platform, &inputs.templates, &files).unwrap())
-    });
+
     let many = support::generated_tenants(10_000);
+    let full = compiler::compile(&inputs.platform, &inputs.templates, &many).unwrap();
+    let changed = {
+        let mut t = many[4_321].clone();
+        t.spec = Some(
+            t.spec
+                .unwrap()
+                .replace("thinking: ", "thinking: high\n    # was: "),
+        );
+        t
+    };
+    let read = |p: &str| full.files.get(p).cloned();
+    c.bench_function(
+        "change one tenant among 10,000 (validate, render, index, table shard)",
+        |b| {
+            b.iter(|| {
+                compiler::incremental::tenant_change(
+                    &inputs.platform,
+                    &inputs.templates,
+                    &changed.folder,
+                    Some(&changed),
+                    &read,
+                )
+                .unwrap()
+            })
+        },
+    );
+
     let mut group = c.benchmark_group("10k");
     group.sample_size(10);
     group.bench_function("compile 10,000 tenants", |b| {

@@ -52,7 +52,10 @@ fn indent(n: usize, out: &mut String) {
 
 fn sorted_keys(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
+    // serde_json's default map is already sorted; with its preserve_order feature it may not be.
+    if !entries.windows(2).all(|w| w[0].0 <= w[1].0) {
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+    }
     entries
 }
 

@@ -96,10 +96,6 @@ struct Context<'a> {
     connections: Vec<ConnectionContext>,
     flux: &'a crate::platform::Flux,
     flux_wait: bool,
-    /// Filled in after the ConfigMap is rendered.
-    openclaw_json: String,
-    agents_md: String,
-    config_checksum: String,
 }
 
 #[derive(Serialize)]
@@ -162,13 +158,14 @@ fn typed_object<T: DeserializeOwned + Serialize>(
         Diagnostic::at(&file, &text, e.line(), e.column(), format!("renders invalid JSON: {e}"))
             .with_hint("the snippet is the rendered output; pass values through `| tojson` and mind commas in loops")
     })?;
-    let typed: T = serde_json::from_value(value.clone()).map_err(|e| {
+    let typed: T = T::deserialize(&value).map_err(|e| {
         Diagnostic::file(&file, format!("renders an invalid {kind}: {e}")).with_hint(format!(
             "make the template's output match the {kind} schema"
         ))
     })?;
     let back = serde_json::to_value(&typed).expect("typed objects serialise");
-    if let Some(path) = canonical::first_difference(&value, &back) {
+    if value != back {
+        let path = canonical::first_difference(&value, &back).unwrap_or_default();
         return Err(Diagnostic::file(
             &file,
             format!("renders `{path}`, which {kind} does not define or defines with another type"),
@@ -267,7 +264,7 @@ pub fn render_tenant(
         .split_once('/')
         .map(|(_, id)| id)
         .unwrap_or_default();
-    let mut context = Context {
+    let context = Context {
         name,
         namespace: spec.name().namespace(),
         tier: spec.spec.tier.as_str(),
@@ -339,14 +336,11 @@ pub fn render_tenant(
         },
         flux: &platform.flux,
         flux_wait: spec.spec.state == TenantState::Active,
-        openclaw_json: String::new(),
-        agents_md: String::new(),
-        config_checksum: String::new(),
     };
 
-    // The context is converted for the template engine once per stage, not once per template.
-    let value = minijinja::Value::from_serialize(&context);
-    let json_text = templates.render("tenant/openclaw.json.j2", &value)?;
+    // The context is converted for the template engine once; later stages add values on top of it.
+    let base = minijinja::Value::from_serialize(&context);
+    let json_text = templates.render("tenant/openclaw.json.j2", &base)?;
     let json_value: serde_json::Value = serde_json::from_str(&json_text).map_err(|e| {
         Diagnostic::file(
             "templates/tenant/openclaw.json.j2",
@@ -354,11 +348,9 @@ pub fn render_tenant(
         )
         .with_hint("pass every value through `| tojson`")
     })?;
-    context.openclaw_json = canonical::json(&json_value);
-    context.agents_md = templates.render(
-        "tenant/AGENTS.md.j2",
-        &minijinja::Value::from_serialize(&context),
-    )?;
+    let openclaw_json = canonical::json(&json_value);
+    let agents_md = templates.render("tenant/AGENTS.md.j2", &base)?;
+    let with_config = minijinja::context! { openclaw_json, agents_md, ..base };
 
     let header = generated_header(&format!("tenants/{name}/tenant.yaml"));
     let dir = format!("{TENANTS_DIR}/{name}");
@@ -371,16 +363,24 @@ pub fn render_tenant(
         Err(d) => problems.push(d),
     };
 
-    let configmap =
-        typed_object::<ConfigMap>(templates, "tenant/configmap.json.j2", "ConfigMap", &context);
-    if let Ok(text) = &configmap {
-        let mut hasher = Sha256::new();
-        hasher.update(text.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(tenant.secrets.as_bytes());
-        context.config_checksum = hex::encode(hasher.finalize());
-    }
-    let context = minijinja::Value::from_serialize(&context);
+    let configmap = typed_object::<ConfigMap>(
+        templates,
+        "tenant/configmap.json.j2",
+        "ConfigMap",
+        &with_config,
+    );
+    // Any change to the config or to the secrets file changes the checksum and so rolls the pod.
+    let config_checksum = match &configmap {
+        Ok(text) => {
+            let mut hasher = Sha256::new();
+            hasher.update(text.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(tenant.secrets.as_bytes());
+            hex::encode(hasher.finalize())
+        }
+        Err(_) => String::new(),
+    };
+    let context = minijinja::context! { config_checksum, ..with_config };
     for (file, template) in TENANT_FILES {
         let result = match *file {
             "namespace.yaml" => {

@@ -46,12 +46,16 @@ pub fn tenant(platform: &Platform, files: &TenantFiles) -> Result<Tenant, Diagno
             .into());
     };
     let spec = TenantSpec::parse(&spec_path, source)?;
-    let positions = Positions::of(source);
+    // Positions are only needed to report a problem: index the file lazily.
+    let positions = std::cell::OnceCell::new();
     let mut problems = Diagnostics::new();
     let mut bad = |at: &str, message: String, hint: String| {
         problems.push(
             Diagnostic::file(&spec_path, message)
-                .located(source, positions.find(at))
+                .located(
+                    source,
+                    positions.get_or_init(|| Positions::of(source)).find(at),
+                )
                 .with_hint(hint),
         );
     };
