@@ -38,13 +38,13 @@ const RELAYED_RESPONSE_HEADERS: &[HeaderName] = &[
 
 pub async fn forward(
     State(app): State<Arc<App>>,
-    Path((provider, path)): Path<(String, String)>,
+    Path((provider, _decoded)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let resp = match relay(&app, &provider, &path, method, &uri, &headers, body).await {
+    let resp = match relay(&app, &provider, method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.render(Flavor::OpenAi),
     };
@@ -58,7 +58,6 @@ pub async fn forward(
 async fn relay(
     app: &App,
     provider: &str,
-    path: &str,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -95,7 +94,8 @@ async fn relay(
         .header("retry-after", 1)
     })?;
     let body = app.read_body(headers, body).await?;
-    let mut url = format!("{}/proxy/{}", nango.base, path.trim_start_matches('/'));
+    let path = relayed_path(uri.path(), provider)?;
+    let mut url = format!("{}/proxy/{path}", nango.base);
     if let Some(q) = uri.query() {
         url.push('?');
         url.push_str(q);
@@ -143,4 +143,58 @@ async fn relay(
     *response.status_mut() = status;
     *response.headers_mut() = out;
     Ok(response)
+}
+
+/// The part of the raw (still percent-encoded) request path after `/connections/<provider>/`, refused if any
+/// segment is a dot segment. URL normalization resolves `..` and `%2e%2e` alike, so without this check
+/// `/connections/github/%2e%2e/connection` would reach Nango's own API with the platform's secret key.
+fn relayed_path<'a>(raw: &'a str, provider: &str) -> Result<&'a str, ApiError> {
+    let rest = raw
+        .strip_prefix("/connections/")
+        .and_then(|r| r.strip_prefix(provider))
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or_default();
+    // Decode the characters that make up dot segments (and encoded slashes, which a later hop may decode)
+    // before looking for them.
+    let decoded = rest
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    let dot_segment = decoded.split('/').any(|seg| seg == "." || seg == "..");
+    if dot_segment {
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            "connection paths must not contain '.' or '..' segments",
+        ));
+    }
+    Ok(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_refused_and_encoding_is_kept() {
+        assert_eq!(
+            relayed_path("/connections/github/repos/a/b%2Fc/contents", "github").unwrap(),
+            "repos/a/b%2Fc/contents"
+        );
+        for bad in [
+            "/connections/github/../connection",
+            "/connections/github/a/%2e%2e/%2E%2E/connection",
+            "/connections/github/%2e/x",
+            "/connections/github/x/..",
+            "/connections/github/..%2F..%2Fconnection",
+            "/connections/github/..%5cconnection",
+        ] {
+            assert!(relayed_path(bad, "github").is_err(), "{bad}");
+        }
+        assert_eq!(
+            relayed_path("/connections/github/a..b/.c", "github").unwrap(),
+            "a..b/.c"
+        );
+    }
 }

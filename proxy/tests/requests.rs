@@ -1000,3 +1000,35 @@ async fn a_client_that_leaves_before_the_upstream_answers_is_still_recorded() {
     let b = h.anthropic(ACME_TOKEN, message("k2p5", false)).await;
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
 }
+
+#[tokio::test]
+async fn connection_paths_cannot_climb_out_of_the_nango_proxy() {
+    let h = Harness::start().await;
+    for path in [
+        "/connections/github/%2e%2e/connection",
+        "/connections/github/..%2F..%2Fconnection",
+        "/connections/github/x/%2E%2E/%2E%2E/connection",
+    ] {
+        // Sent raw over TCP: an HTTP client library would normalize the path before sending it.
+        let addr = h.proxy.addr;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ACME_TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut sock, req.as_bytes())
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut resp)
+            .await
+            .unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.1 404"),
+            "{path}: {resp}"
+        );
+    }
+    assert!(
+        h.nango.seen.lock().unwrap().is_empty(),
+        "nothing reached Nango"
+    );
+}
