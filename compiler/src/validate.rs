@@ -192,10 +192,34 @@ pub fn tenant(platform: &Platform, files: &TenantFiles) -> Result<Tenant, Diagno
             ) {
                 Ok(()) => Some(text.to_string()),
                 Err(e) => {
-                    problems.push(
-                        Diagnostic::file(files.secrets_path(), e.to_string())
-                            .with_hint(format!("re-create the file with `openclaw-compiler secrets set {}`; never commit plaintext", files.folder)),
+                    let hint = format!(
+                        "re-create the file with `openclaw-compiler secrets set {}` (values on stdin); never commit plaintext",
+                        files.folder
                     );
+                    match e {
+                        // One diagnostic per problem, at the value it concerns. Problems never carry a value.
+                        crate::sops::SopsError::Verification(found) => {
+                            let positions = Positions::of(text);
+                            for p in found {
+                                let at = p
+                                    .path()
+                                    .and_then(|path| positions.find(&path.replace(':', ".")));
+                                let mut d = Diagnostic::file(files.secrets_path(), p.to_string())
+                                    .located(text, at)
+                                    .with_hint(hint.clone());
+                                // The offending line may hold a plaintext secret: show its key only.
+                                d.snippet = d.snippet.map(|line| match line.split_once(':') {
+                                    Some((key, _)) => format!("{key}: <value hidden>"),
+                                    None => "<line hidden>".to_string(),
+                                });
+                                problems.push(d);
+                            }
+                        }
+                        other => problems.push(
+                            Diagnostic::file(files.secrets_path(), other.to_string())
+                                .with_hint(hint),
+                        ),
+                    }
                     None
                 }
             }
