@@ -213,3 +213,20 @@ fn the_documented_tenant_table_example_is_the_format_the_compiler_writes() {
     }
     assert_eq!(tenants, inputs.tenants.len());
 }
+
+#[test]
+fn the_pinned_gateway_image_is_the_openclaw_version_ci_validates_with() {
+    let root = support::repo_root();
+    let install = std::fs::read_to_string(root.join(".ci/install-tools")).unwrap();
+    let version = install
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENCLAW_VERSION=\""))
+        .and_then(|l| l.split('"').next())
+        .expect(".ci/install-tools pins OPENCLAW_VERSION");
+    let platform = support::repo_inputs().platform;
+    assert_eq!(
+        platform.gateway.image.as_str().rsplit_once(':').map(|(_, tag)| tag),
+        Some(version),
+        "templates/platform.yaml gateway.image and .ci/install-tools OPENCLAW_VERSION must name the same release"
+    );
+}
