@@ -67,6 +67,11 @@ pub struct StateRepo {
     odb: Option<git2::Odb<'static>>,
     repo: Repository,
     config: RepoConfig,
+    /// The background `git repack` started by [`StateRepo::maintain`], if still running.
+    repack: Option<std::process::Child>,
+    packs_written: usize,
+    /// Commits written since the last [`StateRepo::persist`].
+    unsaved: Vec<Oid>,
 }
 
 // SAFETY: git2 makes `Repository` and `Odb` Send; `Mempack` is a pointer to a backend owned by
@@ -84,6 +89,7 @@ impl StateRepo {
         } else {
             std::fs::create_dir_all(path)?;
             let repo = Repository::init_bare(path)?;
+            repo.set_head(&format!("refs/heads/{}", config.branch))?;
             repo.remote(REMOTE, &config.remote_url)?;
             repo
         };
@@ -105,6 +111,9 @@ impl StateRepo {
             odb: Some(odb),
             repo,
             config: config.clone(),
+            repack: None,
+            packs_written: 0,
+            unsaved: Vec::new(),
         };
         if state.remote_tip().is_none() {
             state.fetch().map_err(|e| match e {
@@ -141,7 +150,7 @@ impl StateRepo {
     }
 
     /// Moves the local branch (what gets pushed next).
-    pub fn set_local_tip(&self, tip: Oid, why: &str) -> Result<(), RepoError> {
+    pub fn set_local_tip(&mut self, tip: Oid, why: &str) -> Result<(), RepoError> {
         self.persist()?;
         self.repo.reference(&self.branch_ref(), tip, true, why)?;
         Ok(())
@@ -199,7 +208,7 @@ impl StateRepo {
     }
 
     /// Pushes `tip` to the remote branch (fast-forward only).
-    pub fn push(&self, tip: Oid) -> Result<(), PushError> {
+    pub fn push(&mut self, tip: Oid) -> Result<(), PushError> {
         self.set_local_tip(tip, "push")
             .map_err(|e| PushError::Unreachable(e.to_string()))?;
         if let Some(path) = local_path(&self.config.remote_url) {
@@ -272,25 +281,28 @@ impl StateRepo {
                 return Ok(());
             }
         }
+        // The new objects go over as one pack without deltas: delta search would cost more than
+        // it saves on a local disk.
         let mut walk = self.repo.revwalk().map_err(unreachable)?;
         walk.push(tip).map_err(unreachable)?;
         if let Some(expected) = expected {
             walk.hide(expected).map_err(unreachable)?;
         }
-        let mut builder = self.repo.packbuilder().map_err(unreachable)?;
-        builder.set_threads(1);
-        builder.insert_walk(&mut walk).map_err(unreachable)?;
-        let mut pack = git2::Buf::new();
-        builder.write_buf(&mut pack).map_err(unreachable)?;
-        {
-            use std::io::Write;
-            let odb = remote.odb().map_err(unreachable)?;
-            let mut writer = odb.packwriter().map_err(unreachable)?;
-            writer
-                .write_all(&pack)
-                .map_err(|e| PushError::Unreachable(e.to_string()))?;
-            writer.commit().map_err(unreachable)?;
+        let local = self.repo.odb().map_err(unreachable)?;
+        let target = remote.odb().map_err(unreachable)?;
+        let mut objects = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for commit in walk {
+            let commit = commit.map_err(unreachable)?;
+            let tree = self
+                .repo
+                .find_commit(commit)
+                .map_err(unreachable)?
+                .tree_id();
+            collect_tree(&local, &target, tree, &mut seen, &mut objects).map_err(unreachable)?;
+            collect_object(&local, commit, &mut seen, &mut objects).map_err(unreachable)?;
         }
+        write_pack(&target, &objects).map_err(unreachable)?;
         let moved = match expected {
             Some(expected) => remote.reference_matching(&branch, tip, true, expected, "push"),
             None => remote.reference(&branch, tip, false, "push"),
@@ -309,21 +321,75 @@ impl StateRepo {
         }
     }
 
+    /// Keeps the number of pack files small. Every batch adds a pack (to the clone and, for a
+    /// remote on this machine, to the remote), and libgit2 looks through every pack for each
+    /// object it writes, so the cost of a change would grow with the number of changes made. Every
+    /// 16 packs this starts `git repack --geometric=2 -d` in the background (it rolls small packs
+    /// into bigger ones and is safe beside concurrent writers); without a `git` binary it does
+    /// nothing.
+    pub fn maintain(&mut self) {
+        self.packs_written += 1;
+        if let Some(child) = &mut self.repack {
+            match child.try_wait() {
+                Ok(None) => return,
+                _ => self.repack = None,
+            }
+        }
+        if self.packs_written < 16 {
+            return;
+        }
+        self.packs_written = 0;
+        let mut dirs = vec![self.config.local_path.clone()];
+        if let Some(remote) = local_path(&self.config.remote_url) {
+            dirs.push(remote);
+        }
+        let script = dirs
+            .iter()
+            .map(|d| format!("git --git-dir '{}' repack -q -d --geometric=2", d.display()))
+            .collect::<Vec<_>>()
+            .join(" ; ");
+        match std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => self.repack = Some(child),
+            Err(e) => tracing::debug!(error = %e, "cannot start git repack"),
+        }
+    }
+
+    /// Waits for a running background repack (on shutdown).
+    pub fn finish_maintenance(&mut self) {
+        if let Some(mut child) = self.repack.take() {
+            let _ = child.wait();
+        }
+    }
+
     /// Writes the objects made since the last call to disk as one pack, so that refs may point
     /// at them. Must run before a ref moves to a new commit.
-    pub fn persist(&self) -> Result<(), RepoError> {
+    pub fn persist(&mut self) -> Result<(), RepoError> {
         let (Some(mempack), Some(odb)) = (&self.mempack, &self.odb) else {
             return Ok(());
         };
-        let mut buf = git2::Buf::new();
-        mempack.dump(&self.repo, &mut buf)?;
-        // An empty pack is a 12-byte header and a 20-byte checksum.
-        if buf.len() > 32 {
-            use std::io::Write;
-            let mut writer = odb.packwriter()?;
-            writer.write_all(&buf)?;
-            writer.commit()?;
+        if self.unsaved.is_empty() {
+            return Ok(());
         }
+        // What is new: everything reachable from the new commits that the disk lacks.
+        let disk_repo = Repository::open_bare(&self.config.local_path)?;
+        let disk = disk_repo.odb()?;
+        let mut objects = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for commit in std::mem::take(&mut self.unsaved) {
+            if disk.exists(commit) {
+                continue;
+            }
+            let tree = self.repo.find_commit(commit)?.tree_id();
+            collect_tree(odb, &disk, tree, &mut seen, &mut objects)?;
+            collect_object(odb, commit, &mut seen, &mut objects)?;
+        }
+        write_pack(odb, &objects)?;
         mempack.reset()?;
         Ok(())
     }
@@ -335,7 +401,7 @@ impl StateRepo {
 
     /// Writes a commit object (no ref moves).
     pub fn commit(
-        &self,
+        &mut self,
         parent: Oid,
         tree: Oid,
         author: &Signature<'_>,
@@ -344,9 +410,11 @@ impl StateRepo {
     ) -> Result<Oid, RepoError> {
         let parent = self.repo.find_commit(parent)?;
         let tree = self.repo.find_tree(tree)?;
-        Ok(self
+        let id = self
             .repo
-            .commit(None, author, committer, message, &tree, &[&parent])?)
+            .commit(None, author, committer, message, &tree, &[&parent])?;
+        self.unsaved.push(id);
+        Ok(id)
     }
 
     /// Whether `commit` is `tip` or one of its ancestors.
@@ -364,6 +432,9 @@ pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
         odb: None,
         repo,
         config: config.clone(),
+        repack: None,
+        packs_written: 0,
+        unsaved: Vec::new(),
     };
     let mut remote = state
         .repo
@@ -433,6 +504,95 @@ fn write_node(
         return Ok(None);
     }
     Ok(Some(builder.write()?))
+}
+
+fn collect_object(
+    from: &git2::Odb<'_>,
+    id: Oid,
+    seen: &mut std::collections::HashSet<Oid>,
+    out: &mut Vec<(ObjectType, Vec<u8>)>,
+) -> Result<(), git2::Error> {
+    if seen.insert(id) {
+        let object = from.read(id)?;
+        out.push((object.kind(), object.data().to_vec()));
+    }
+    Ok(())
+}
+
+/// Collects a tree and what it holds, skipping what `have` has (a tree it has comes with
+/// everything below it).
+fn collect_tree(
+    from: &git2::Odb<'_>,
+    have: &git2::Odb<'_>,
+    id: Oid,
+    seen: &mut std::collections::HashSet<Oid>,
+    out: &mut Vec<(ObjectType, Vec<u8>)>,
+) -> Result<(), git2::Error> {
+    if seen.contains(&id) || have.exists(id) {
+        return Ok(());
+    }
+    let object = from.read(id)?;
+    let data = object.data().to_vec();
+    // Tree entries: "<mode> <name>\0<20-byte id>".
+    let mut rest = &data[..];
+    while let Some(nul) = rest.iter().position(|b| *b == 0) {
+        let header = &rest[..nul];
+        let child = Oid::from_bytes(&rest[nul + 1..nul + 21])?;
+        if header.starts_with(b"40000 ") {
+            collect_tree(from, have, child, seen, out)?;
+        } else if !header.starts_with(b"160000 ") && !seen.contains(&child) && !have.exists(child) {
+            collect_object(from, child, seen, out)?;
+        }
+        rest = &rest[nul + 21..];
+    }
+    seen.insert(id);
+    out.push((ObjectType::Tree, data));
+    Ok(())
+}
+
+/// Writes `objects` into `odb` as one pack without deltas. libgit2's own pack writers search for
+/// deltas, which costs more than the whole change on big trees.
+fn write_pack(odb: &git2::Odb<'_>, objects: &[(ObjectType, Vec<u8>)]) -> Result<(), git2::Error> {
+    use sha1::Digest;
+    use std::io::Write;
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let mut pack = Vec::new();
+    pack.extend_from_slice(b"PACK");
+    pack.extend_from_slice(&2u32.to_be_bytes());
+    pack.extend_from_slice(&(objects.len() as u32).to_be_bytes());
+    for (kind, data) in objects {
+        let code: u8 = match kind {
+            ObjectType::Commit => 1,
+            ObjectType::Tree => 2,
+            ObjectType::Blob => 3,
+            ObjectType::Tag => 4,
+            _ => return Err(git2::Error::from_str("unexpected object type")),
+        };
+        let mut size = data.len();
+        let mut byte = (code << 4) | (size & 0x0f) as u8;
+        size >>= 4;
+        while size > 0 {
+            pack.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        pack.push(byte);
+        let mut encoder = flate2::write::ZlibEncoder::new(&mut pack, flate2::Compression::fast());
+        encoder
+            .write_all(data)
+            .and_then(|()| encoder.finish().map(|_| ()))
+            .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+    }
+    let checksum = sha1::Sha1::digest(&pack);
+    pack.extend_from_slice(&checksum);
+    let mut writer = odb.packwriter()?;
+    writer
+        .write_all(&pack)
+        .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+    writer.commit()?;
+    Ok(())
 }
 
 /// The filesystem path of a remote URL that names a repository on this machine.
@@ -542,7 +702,7 @@ mod tests {
     fn edits_commit_and_push() {
         let dir = tempfile::tempdir().unwrap();
         let remote = seeded_remote(dir.path());
-        let state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
+        let mut state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
         let tip = state.remote_tip().unwrap();
         let base = state.repository().find_commit(tip).unwrap().tree().unwrap();
         let tree = state
@@ -560,6 +720,7 @@ mod tests {
                 ],
             )
             .unwrap();
+        drop(base);
         let sig = Signature::now("t", "t@example.com").unwrap();
         let commit = state.commit(tip, tree, &sig, &sig, "add").unwrap();
         state.persist().unwrap();
@@ -613,7 +774,7 @@ mod tests {
     fn a_push_behind_the_remote_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let remote = seeded_remote(dir.path());
-        let state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
+        let mut state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
         let tip = state.remote_tip().unwrap();
         // Someone else pushes.
         let other = Repository::open_bare(&remote).unwrap();
@@ -639,6 +800,7 @@ mod tests {
                 }],
             )
             .unwrap();
+        drop(base);
         let commit = state.commit(tip, tree, &sig, &sig, "mine").unwrap();
         assert!(matches!(state.push(commit), Err(PushError::Rejected)));
         let new_tip = state.fetch().unwrap().unwrap();
@@ -649,7 +811,7 @@ mod tests {
     fn an_unreachable_remote_is_reported_as_such() {
         let dir = tempfile::tempdir().unwrap();
         let remote = seeded_remote(dir.path());
-        let state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
+        let mut state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
         std::fs::rename(&remote, dir.path().join("moved.git")).unwrap();
         let tip = state.remote_tip().unwrap();
         assert!(matches!(state.push(tip), Err(PushError::Unreachable(_))));

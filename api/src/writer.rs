@@ -239,6 +239,7 @@ impl Writer {
         if !self.pending.is_empty() {
             self.flush();
         }
+        self.repo.finish_maintenance();
         tracing::info!(pending = self.pending.len(), "state repo writer stopped");
     }
 
@@ -363,6 +364,7 @@ impl Writer {
         if new_tree == tree.id() {
             return Ok(Applied::Unchanged);
         }
+        drop(tree);
         let author = Signature::now(&change.actor.name, &change.actor.email)?;
         let committer = Signature::now(&self.config.committer_name, &self.config.committer_email)?;
         let commit =
@@ -572,6 +574,7 @@ impl Writer {
     }
 
     fn pushed(&mut self) {
+        self.repo.maintain();
         let seqs: Vec<i64> = self.pending.iter().map(|p| p.seq).collect();
         if let Err(e) = self
             .runtime

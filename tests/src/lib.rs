@@ -416,8 +416,21 @@ pub fn linear_history(repo: &Repository, tip: Oid) -> Vec<git2::Commit<'_>> {
     commits
 }
 
-/// Runs `git fsck --full` in `repo`; Err with the output when it reports a problem.
+/// Runs `git fsck --full` in `repo`; Err with the output when it reports a problem. Waits first
+/// for background `git repack` runs on it (the api starts them; one may outlive a killed api), as
+/// git's fsck itself cannot run beside a repack.
 pub fn git_fsck(repo: &Path) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::process::Command::new("pgrep")
+        .args(["-f", &format!("{} repack", repo.display())])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let out = std::process::Command::new("git")
         .arg("--git-dir")
         .arg(repo)
