@@ -112,7 +112,7 @@ fn existing_tenants(n: usize, recipient: &str) -> Vec<compiler::TenantFiles> {
                             compiler::sops::TENANT_SECRET_NAME,
                             &format!("customer-{name}"),
                             &values,
-                            &[recipient.clone()],
+                            std::slice::from_ref(&recipient),
                         )
                         .unwrap();
                         compiler::TenantFiles {
@@ -229,10 +229,12 @@ async fn main() {
     }
 
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.database_url = database_url;
-    config.database_max_connections = 16;
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url,
+        database_max_connections: 16,
+        ..Config::default()
+    };
     config.repo.local_path = dir.path().join("api-clone.git");
     config.repo.remote_url = remote.display().to_string();
     config.telegram.base_url = telegram_stand_in().await;

@@ -41,7 +41,7 @@ impl DevPaths {
     pub fn state_repo(&self) -> PathBuf {
         self.root.join("state.git")
     }
-    pub fn clone(&self) -> PathBuf {
+    pub fn api_clone(&self) -> PathBuf {
         self.root.join("api-clone.git")
     }
     pub fn identity(&self) -> PathBuf {
@@ -114,11 +114,13 @@ pub fn config(
     telegram_base_url: Option<&str>,
     listen: std::net::SocketAddr,
 ) -> Config {
-    let mut config = Config::default();
-    config.dev_mode = true;
-    config.listen = listen;
-    config.database_url = format!("sqlite://{}?mode=rwc", paths.database().display());
-    config.repo.local_path = paths.clone();
+    let mut config = Config {
+        dev_mode: true,
+        listen,
+        database_url: format!("sqlite://{}?mode=rwc", paths.database().display()),
+        ..Config::default()
+    };
+    config.repo.local_path = paths.api_clone();
     config.repo.remote_url = paths.state_repo().display().to_string();
     config.repo.age_identity_path = Some(paths.identity());
     config.admin_tokens = vec![AdminToken {

@@ -766,11 +766,10 @@ async fn simple(
     headers: HeaderMap,
     raw: Bytes,
     reason_text: Option<String>,
-    action: &str,
     operation: Operation,
 ) -> Result<Response, ApiError> {
     let name = tenant_name(&name)?;
-    let path = format!("/v1/tenants/{name}/{action}");
+    let path = format!("/v1/tenants/{name}/{}", operation.action());
     submit(
         &state,
         &headers,
@@ -819,7 +818,6 @@ async fn suspend(
         headers,
         raw,
         body.reason,
-        "suspend",
         Operation::Suspend,
     )
     .await
@@ -845,7 +843,6 @@ async fn reactivate(
         headers,
         raw,
         body.reason,
-        "reactivate",
         Operation::Reactivate,
     )
     .await
@@ -872,7 +869,6 @@ async fn resize(
         headers,
         raw,
         body.reason,
-        "resize",
         Operation::Resize { tier: body.tier },
     )
     .await

@@ -202,9 +202,11 @@ impl Platform {
         api::dev::seed(&remote, &checkout(), &recipient).expect("seed the state repo");
         let admin_token = hex::encode(rand::random::<[u8; 32]>());
         let telegram = telegram_stand_in().await;
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.database_url = database_url;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url,
+            ..Config::default()
+        };
         config.repo.local_path = dir.path().join("api-clone.git");
         config.repo.remote_url = remote.display().to_string();
         config.repo.age_identity_path = Some(dir.path().join("age.agekey"));
