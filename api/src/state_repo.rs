@@ -294,12 +294,17 @@ impl StateRepo {
         let mut seen = std::collections::HashSet::new();
         for commit in walk {
             let commit = commit.map_err(unreachable)?;
-            let tree = self
-                .repo
-                .find_commit(commit)
-                .map_err(unreachable)?
-                .tree_id();
-            collect_tree(&local, &target, tree, &mut seen, &mut objects).map_err(unreachable)?;
+            let commit_object = self.repo.find_commit(commit).map_err(unreachable)?;
+            let parent_tree = commit_object.parent(0).ok().map(|p| p.tree_id());
+            collect_tree(
+                &local,
+                &target,
+                commit_object.tree_id(),
+                parent_tree,
+                &mut seen,
+                &mut objects,
+            )
+            .map_err(unreachable)?;
             collect_object(&local, commit, &mut seen, &mut objects).map_err(unreachable)?;
         }
         write_pack(&target, &objects).map_err(unreachable)?;
@@ -385,8 +390,16 @@ impl StateRepo {
             if disk.exists(commit) {
                 continue;
             }
-            let tree = self.repo.find_commit(commit)?.tree_id();
-            collect_tree(odb, &disk, tree, &mut seen, &mut objects)?;
+            let commit_object = self.repo.find_commit(commit)?;
+            let parent_tree = commit_object.parent(0).ok().map(|p| p.tree_id());
+            collect_tree(
+                odb,
+                &disk,
+                commit_object.tree_id(),
+                parent_tree,
+                &mut seen,
+                &mut objects,
+            )?;
             collect_object(odb, commit, &mut seen, &mut objects)?;
         }
         write_pack(odb, &objects)?;
@@ -519,31 +532,59 @@ fn collect_object(
     Ok(())
 }
 
-/// Collects a tree and what it holds, skipping what `have` has (a tree it has comes with
-/// everything below it).
+/// Entries of a raw tree object: (mode, name, id).
+fn tree_entries(data: &[u8]) -> Result<Vec<(&[u8], &[u8], Oid)>, git2::Error> {
+    let mut entries = Vec::new();
+    let mut rest = data;
+    // Tree entries: "<mode> <name>\0<20-byte id>".
+    while let Some(nul) = rest.iter().position(|b| *b == 0) {
+        let header = &rest[..nul];
+        let space = header.iter().position(|b| *b == b' ').unwrap_or(0);
+        let id = Oid::from_bytes(&rest[nul + 1..nul + 21])?;
+        entries.push((&header[..space], &header[space + 1..], id));
+        rest = &rest[nul + 21..];
+    }
+    Ok(entries)
+}
+
+/// Collects a tree and what it holds, skipping what `have` has. `old` is the same folder in the
+/// parent commit: entries unchanged from it are skipped without a lookup, so the cost follows the
+/// size of the change, not of the tree (a tree `have` has comes with everything below it).
 fn collect_tree(
     from: &git2::Odb<'_>,
     have: &git2::Odb<'_>,
     id: Oid,
+    old: Option<Oid>,
     seen: &mut std::collections::HashSet<Oid>,
     out: &mut Vec<(ObjectType, Vec<u8>)>,
 ) -> Result<(), git2::Error> {
-    if seen.contains(&id) || have.exists(id) {
+    if old == Some(id) || seen.contains(&id) || have.exists(id) {
         return Ok(());
     }
     let object = from.read(id)?;
     let data = object.data().to_vec();
-    // Tree entries: "<mode> <name>\0<20-byte id>".
-    let mut rest = &data[..];
-    while let Some(nul) = rest.iter().position(|b| *b == 0) {
-        let header = &rest[..nul];
-        let child = Oid::from_bytes(&rest[nul + 1..nul + 21])?;
-        if header.starts_with(b"40000 ") {
-            collect_tree(from, have, child, seen, out)?;
-        } else if !header.starts_with(b"160000 ") && !seen.contains(&child) && !have.exists(child) {
+    let old_data = match old {
+        Some(old) => from.read(old).ok().map(|o| o.data().to_vec()),
+        None => None,
+    };
+    let old_entries: std::collections::HashMap<&[u8], (&[u8], Oid)> = match &old_data {
+        Some(data) => tree_entries(data)?
+            .into_iter()
+            .map(|(m, n, i)| (n, (m, i)))
+            .collect(),
+        None => Default::default(),
+    };
+    for (mode, name, child) in tree_entries(&data)? {
+        let before = old_entries.get(name);
+        if before.is_some_and(|(_, i)| *i == child) {
+            continue;
+        }
+        if mode == b"40000" {
+            let old_child = before.filter(|(m, _)| *m == b"40000").map(|(_, i)| *i);
+            collect_tree(from, have, child, old_child, seen, out)?;
+        } else if mode != b"160000" && !seen.contains(&child) && !have.exists(child) {
             collect_object(from, child, seen, out)?;
         }
-        rest = &rest[nul + 21..];
     }
     seen.insert(id);
     out.push((ObjectType::Tree, data));
