@@ -532,8 +532,11 @@ fn collect_object(
     Ok(())
 }
 
-/// Entries of a raw tree object: (mode, name, id).
-fn tree_entries(data: &[u8]) -> Result<Vec<(&[u8], &[u8], Oid)>, git2::Error> {
+/// An entry of a raw tree object: (mode, name, id).
+type RawEntry<'a> = (&'a [u8], &'a [u8], Oid);
+
+/// Entries of a raw tree object.
+fn tree_entries(data: &[u8]) -> Result<Vec<RawEntry<'_>>, git2::Error> {
     let mut entries = Vec::new();
     let mut rest = data;
     // Tree entries: "<mode> <name>\0<20-byte id>".
