@@ -68,7 +68,15 @@ pub fn postgres_admin_url() -> String {
 pub async fn fresh_postgres() -> Option<String> {
     use sqlx::Connection;
     let admin = postgres_admin_url();
-    let conn = sqlx::PgConnection::connect(&admin).await;
+    let mut conn = sqlx::PgConnection::connect(&admin).await;
+    if conn.is_err() {
+        // The server may lack the `test` database; the `postgres` one always exists.
+        if let Some((base, _)) = admin.rsplit_once('/') {
+            if let Ok(c) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await {
+                conn = Ok(c);
+            }
+        }
+    }
     let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
@@ -94,7 +102,16 @@ pub async fn drop_postgres(url: &str) {
     let Some((_, name)) = url.rsplit_once('/') else {
         return;
     };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+    let admin = postgres_admin_url();
+    let fallback = admin
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/postgres"))
+        .unwrap_or_default();
+    let conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(conn) => Ok(conn),
+        Err(_) => sqlx::PgConnection::connect(&fallback).await,
+    };
+    if let Ok(mut conn) = conn {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut conn)
             .await;
