@@ -154,6 +154,25 @@ async fn database(backend: &str, dir: &Path) -> String {
     }
 }
 
+/// Drops the database a PostgreSQL run created.
+async fn drop_database(backend: &str, url: &str) {
+    use sqlx::Connection;
+    if backend != "postgres" {
+        return;
+    }
+    let admin = std::env::var("BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = url
+        .rsplit_once('/')
+        .map(|(_, n)| n.to_owned())
+        .unwrap_or_default();
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
 async fn telegram_stand_in() -> String {
     let app = axum::Router::new().route(
         "/{bot}/getMe",
@@ -231,7 +250,7 @@ async fn main() {
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url,
+        database_url: database_url.clone(),
         database_max_connections: 16,
         ..Config::default()
     };
@@ -277,6 +296,7 @@ async fn main() {
     // Provisions with C concurrent clients.
     if args.requests == 0 {
         running.shutdown().await.unwrap();
+        drop_database(&args.backend, &database_url).await;
         return;
     }
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -324,4 +344,5 @@ async fn main() {
     );
 
     running.shutdown().await.unwrap();
+    drop_database(&args.backend, &database_url).await;
 }
