@@ -26,7 +26,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let dir = tempfile::tempdir().expect("temp dir");
+    // In the target folder rather than /tmp: the repository a build writes to lives on the project disk.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     support::write_repo(dir.path(), &support::generated_tenants(n));
     let rss_before = peak_rss_mib();
     for round in ["cold (writes every file)", "warm (nothing changed)"] {

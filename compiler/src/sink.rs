@@ -1,11 +1,14 @@
-//! Writing compiled output into a working tree: only files whose bytes changed are rewritten (each through a
-//! temporary file and a rename, so no reader sees half a file), and whatever the compiler owns but no longer
-//! generates is removed. With [`crate::source`], the library's only filesystem edge.
+//! Writing compiled output into a working tree: only files whose bytes changed are rewritten (a replaced file
+//! goes through a temporary file and a rename, so no reader sees half of it), and whatever the compiler owns
+//! but no longer generates is removed. With [`crate::source`], the library's only filesystem edge. File
+//! reads, comparisons and writes run in parallel: at 10,000 tenants the build is mostly system calls.
 
 use crate::{Output, GENERATED_ROOTS};
-use std::collections::BTreeMap;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a write did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +22,9 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
-/// Every file currently under the generated roots of the working tree at `repo`.
-pub fn generated_on_disk(repo: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut files = BTreeMap::new();
+/// The paths (relative to `repo`, '/'-separated) of every file under the generated roots.
+pub fn generated_paths(repo: &Path) -> io::Result<BTreeSet<String>> {
+    let mut files = BTreeSet::new();
     for root in GENERATED_ROOTS {
         let mut stack = vec![repo.join(root)];
         while let Some(dir) = stack.pop() {
@@ -41,8 +44,7 @@ pub fn generated_on_disk(repo: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
                         .expect("walked below repo")
                         .to_string_lossy()
                         .replace('\\', "/");
-                    let bytes = std::fs::read(&path).map_err(|e| with_path(e, "reading", &path))?;
-                    files.insert(rel, bytes);
+                    files.insert(rel);
                 }
             }
         }
@@ -50,34 +52,60 @@ pub fn generated_on_disk(repo: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
     Ok(files)
 }
 
-/// Makes the generated roots of `repo` hold exactly `output`. `progress` is called once per output file.
-pub fn write(repo: &Path, output: &Output, mut progress: impl FnMut()) -> io::Result<WriteStats> {
-    let existing = generated_on_disk(repo)?;
-    let mut stats = WriteStats::default();
-    for (path, contents) in &output.files {
-        if existing
-            .get(path)
-            .is_some_and(|old| old == contents.as_bytes())
-        {
-            stats.unchanged += 1;
-        } else {
+/// Every file currently under the generated roots of the working tree at `repo`, with its bytes.
+pub fn generated_on_disk(repo: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
+    let paths: Vec<String> = generated_paths(repo)?.into_iter().collect();
+    paths
+        .into_par_iter()
+        .map(|rel| {
+            let full = repo.join(&rel);
+            let bytes = std::fs::read(&full).map_err(|e| with_path(e, "reading", &full))?;
+            Ok((rel, bytes))
+        })
+        .collect()
+}
+
+/// Makes the generated roots of `repo` hold exactly `output`. `progress` is called once per output file,
+/// from any thread.
+pub fn write(repo: &Path, output: &Output, progress: impl Fn() + Sync) -> io::Result<WriteStats> {
+    let existing = generated_paths(repo)?;
+    // Folders first, once each, so that parallel writers never race to create them.
+    let dirs: BTreeSet<PathBuf> = output
+        .files
+        .keys()
+        .filter_map(|p| repo.join(p).parent().map(Path::to_path_buf))
+        .collect();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).map_err(|e| with_path(e, "creating", dir))?;
+    }
+    let written = AtomicUsize::new(0);
+    let files: Vec<(&String, &String)> = output.files.iter().collect();
+    files
+        .into_par_iter()
+        .try_for_each(|(path, contents)| -> io::Result<()> {
             let full = repo.join(path);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| with_path(e, "creating", parent))?;
-            }
-            if existing.contains_key(path) {
-                // Replace through a rename so that no reader sees half a file.
-                let tmp = full.with_extension("tmp~");
-                std::fs::write(&tmp, contents).map_err(|e| with_path(e, "writing", &tmp))?;
-                std::fs::rename(&tmp, &full).map_err(|e| with_path(e, "writing", &full))?;
+            if existing.contains(path) {
+                let old = std::fs::read(&full).map_err(|e| with_path(e, "reading", &full))?;
+                if old != contents.as_bytes() {
+                    let tmp = full.with_extension("tmp~");
+                    std::fs::write(&tmp, contents).map_err(|e| with_path(e, "writing", &tmp))?;
+                    std::fs::rename(&tmp, &full).map_err(|e| with_path(e, "writing", &full))?;
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
             } else {
                 std::fs::write(&full, contents).map_err(|e| with_path(e, "writing", &full))?;
+                written.fetch_add(1, Ordering::Relaxed);
             }
-            stats.written += 1;
-        }
-        progress();
-    }
-    for path in existing.keys().filter(|p| !output.files.contains_key(*p)) {
+            progress();
+            Ok(())
+        })?;
+    let written = written.into_inner();
+    let mut stats = WriteStats {
+        written,
+        unchanged: output.files.len() - written,
+        removed: 0,
+    };
+    for path in existing.iter().filter(|p| !output.files.contains_key(*p)) {
         let full = repo.join(path);
         std::fs::remove_file(&full).map_err(|e| with_path(e, "removing", &full))?;
         stats.removed += 1;
