@@ -99,12 +99,6 @@ pub fn tenants_from_dir(root: &Path) -> Result<Vec<TenantFiles>, Diagnostics> {
     problems.into_result(tenants)
 }
 
-impl From<Vec<Diagnostic>> for Diagnostics {
-    fn from(v: Vec<Diagnostic>) -> Self {
-        Diagnostics(v)
-    }
-}
-
 /// Reads all inputs from a checkout rooted at `root`.
 pub fn from_dir(root: &Path) -> Result<Inputs, Diagnostics> {
     let platform = platform_from_dir(root);

@@ -106,13 +106,6 @@ fn parse_case(name: &str, text: &str) -> Case {
     case
 }
 
-fn copy_repo(to: &Path) {
-    let root = support::repo_root();
-    for dir in ["templates", "tenants", "flux"] {
-        support::copy_dir(&root.join(dir), &to.join(dir));
-    }
-}
-
 #[test]
 fn every_malformed_input_is_reported_precisely_and_changes_nothing() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
@@ -129,8 +122,7 @@ fn every_malformed_input_is_reported_precisely_and_changes_nothing() {
     let mut failures = Vec::new();
     for name in &names {
         let case = parse_case(name, &std::fs::read_to_string(dir.join(name)).unwrap());
-        let repo = tempfile::tempdir().unwrap();
-        copy_repo(repo.path());
+        let repo = support::copy_repo();
         for r in &case.removes {
             let p = repo.path().join(r);
             if p.is_dir() {

@@ -22,18 +22,9 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn copy_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = support::repo_root();
-    for d in ["templates", "tenants", "flux"] {
-        support::copy_dir(&root.join(d), &dir.path().join(d));
-    }
-    dir
-}
-
 #[test]
 fn check_passes_on_the_repository_and_build_changes_nothing() {
-    let repo = copy_repo();
+    let repo = support::copy_repo();
     let o = cli(repo.path(), &["check"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = cli(repo.path(), &["build"]);
@@ -43,7 +34,7 @@ fn check_passes_on_the_repository_and_build_changes_nothing() {
 
 #[test]
 fn check_lists_missing_differing_and_stale_files() {
-    let repo = copy_repo();
+    let repo = support::copy_repo();
     let p = repo.path();
     std::fs::remove_file(p.join("flux/tenants/acme/deployment.yaml")).unwrap();
     std::fs::write(
@@ -69,7 +60,7 @@ fn check_lists_missing_differing_and_stale_files() {
 
 #[test]
 fn build_removes_the_output_of_deleted_tenants() {
-    let repo = copy_repo();
+    let repo = support::copy_repo();
     let p = repo.path();
     std::fs::remove_dir_all(p.join("tenants/globex")).unwrap();
     let o = cli(p, &["build"]);
@@ -91,7 +82,7 @@ fn build_removes_the_output_of_deleted_tenants() {
 
 #[test]
 fn diff_shows_what_a_spec_change_renders() {
-    let repo = copy_repo();
+    let repo = support::copy_repo();
     let p = repo.path();
     let spec = p.join("tenants/acme/tenant.yaml");
     let s = std::fs::read_to_string(&spec)
@@ -125,7 +116,7 @@ fn diff_shows_what_a_spec_change_renders() {
 
 #[test]
 fn diff_against_a_git_revision() {
-    let repo = copy_repo();
+    let repo = support::copy_repo();
     let p = repo.path();
     let git = git2::Repository::init(p).unwrap();
     let mut index = git.index().unwrap();
@@ -162,7 +153,7 @@ fn diff_against_a_git_revision() {
 
 #[test]
 fn validate_checks_specs_without_rendering() {
-    let repo = copy_repo();
+    let repo = support::copy_repo();
     let o = cli(repo.path(), &["validate"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("3 tenant specs are valid"));

@@ -72,6 +72,16 @@ pub fn write_repo(dir: &Path, tenants: &[TenantFiles]) {
     }
 }
 
+/// A temporary copy of the repository's inputs and output (templates/, tenants/, flux/).
+pub fn copy_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    for d in ["templates", "tenants", "flux"] {
+        copy_dir(&root.join(d), &dir.path().join(d));
+    }
+    dir
+}
+
 /// Copies a folder recursively.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
