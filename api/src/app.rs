@@ -105,6 +105,7 @@ pub async fn start(
         handle,
         metrics_handle(),
     ));
+    crate::budget::spawn_refresher(&state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| AppError::Listen(config.listen, e))?;

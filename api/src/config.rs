@@ -25,6 +25,9 @@ pub struct Config {
     pub telegram: TelegramConfig,
     /// Callers allowed to use the api; tokens are stored as SHA-256 hashes only.
     pub admin_tokens: Vec<AdminToken>,
+    /// Credentials of the token proxy for /internal/usage and /internal/budget (SHA-256 only).
+    /// More than one lets a credential be rotated without downtime.
+    pub proxy_credentials: Vec<ProxyCredential>,
     /// Development mode: relaxes checks that must hold in production (Telegram verification).
     pub dev_mode: bool,
     /// Seconds to wait for in-flight requests on shutdown.
@@ -102,6 +105,16 @@ pub struct AdminToken {
     pub sha256: String,
 }
 
+/// One credential of the token proxy (docs/usage-events.md); never an admin token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyCredential {
+    /// Which proxy deployment holds it (for the operator).
+    pub name: String,
+    /// SHA-256 of the credential, 64 lowercase hex characters.
+    pub sha256: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -137,10 +150,18 @@ impl Default for Config {
                 timeout_seconds: 5,
             },
             admin_tokens: Vec::new(),
+            proxy_credentials: Vec::new(),
             dev_mode: false,
             shutdown_grace_seconds: 20,
         }
     }
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Config {
@@ -182,6 +203,24 @@ impl Config {
                 )));
             }
         }
+        for credential in &self.proxy_credentials {
+            if !is_sha256_hex(&credential.sha256) {
+                return Err(ConfigError::Invalid(format!(
+                    "proxy_credentials: the credential of {:?} must be a SHA-256 as 64 lowercase hex characters (printf %s \"$CREDENTIAL\" | openclaw-api hash-token)",
+                    credential.name
+                )));
+            }
+            if self
+                .admin_tokens
+                .iter()
+                .any(|t| t.sha256 == credential.sha256)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "proxy_credentials: the credential of {:?} is also an admin token; give the proxy its own credential",
+                    credential.name
+                )));
+            }
+        }
         if self.repo.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "repo.max_batch must be at least 1".into(),
@@ -218,6 +257,26 @@ mod tests {
             sha256: "not-a-hash".into(),
         });
         assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn proxy_credentials_are_hashes_and_not_admin_tokens() {
+        let hash = "a".repeat(64);
+        let mut config = Config::default();
+        config.proxy_credentials.push(ProxyCredential {
+            name: "proxy".into(),
+            sha256: "not-a-hash".into(),
+        });
+        assert!(config.check().is_err());
+        config.proxy_credentials[0].sha256 = hash.clone();
+        config.check().unwrap();
+        config.admin_tokens.push(AdminToken {
+            name: "ops".into(),
+            email: "ops@example.com".into(),
+            sha256: hash,
+        });
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("also an admin token"), "{err}");
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct AppState {
     compiled: Mutex<Option<Arc<Compiled>>>,
     /// Idempotency keys of requests in progress.
     in_flight: Mutex<HashSet<(String, String)>>,
+    /// The usage ledger and the budget feed.
+    pub ledger: Arc<crate::usage::Ledger>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             std::time::Duration::from_secs(config.telegram.timeout_seconds),
         );
         AppState {
+            ledger: Arc::new(crate::usage::Ledger::new(&config)),
             config,
             store,
             writer,
@@ -256,7 +259,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -1113,7 +1116,9 @@ impl utoipa::Modify for BearerAuth {
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::usage::UsageDoc::openapi());
+    Json(doc)
 }
 
 /// Counts requests and their latency per route and status.
@@ -1153,6 +1158,7 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
+        .merge(crate::usage::routes())
         .fallback(fallback)
         .route_layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -9,6 +9,8 @@
 //! - [`writer`]: the single writer thread: batching, outbox, push retries, crash replay.
 //! - [`reader`]: tenant state and history read from the state repo's head.
 //! - [`telegram`]: bot token format and getMe.
+//! - [`usage`]: the usage ledger (proxy ingest, aggregates, customer usage); [`budget`]: the
+//!   budget feed the proxies poll.
 //! - [`http`]: routes, errors, auth, idempotency, ops endpoints, OpenAPI.
 //! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform.
 //!
@@ -16,6 +18,7 @@
 //! git, the database, a log line or an error message.
 
 pub mod app;
+pub mod budget;
 pub mod config;
 pub mod dev;
 pub mod http;
@@ -24,4 +27,5 @@ pub mod reader;
 pub mod state_repo;
 pub mod store;
 pub mod telegram;
+pub mod usage;
 pub mod writer;

@@ -112,6 +112,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// The connection pool, for modules that own their own tables (the usage ledger).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Readiness probe.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

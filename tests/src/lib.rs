@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use age::secrecy::ExposeSecret;
-use api::config::{AdminToken, Config, TelegramVerification, UnreachablePolicy};
+use api::config::{AdminToken, Config, ProxyCredential, TelegramVerification, UnreachablePolicy};
 use git2::{Oid, Repository};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -195,6 +195,8 @@ pub struct Platform {
     pub backend: Backend,
     pub config: Config,
     pub admin_token: String,
+    /// The token proxy's credential for /internal/usage and /internal/budget.
+    pub proxy_credential: String,
     /// Contents of the dev age identity file (decrypts what the api writes).
     pub identity: String,
     pub telegram: TelegramStandIn,
@@ -218,6 +220,7 @@ impl Platform {
         let remote = dir.path().join("state.git");
         api::dev::seed(&remote, &checkout(), &recipient).expect("seed the state repo");
         let admin_token = hex::encode(rand::random::<[u8; 32]>());
+        let proxy_credential = hex::encode(rand::random::<[u8; 32]>());
         let telegram = telegram_stand_in().await;
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -236,12 +239,17 @@ impl Platform {
             email: "ops@example.com".into(),
             sha256: hex::encode(Sha256::digest(admin_token.as_bytes())),
         }];
+        config.proxy_credentials = vec![ProxyCredential {
+            name: "token-proxy".into(),
+            sha256: hex::encode(Sha256::digest(proxy_credential.as_bytes())),
+        }];
         config.check().unwrap();
         let mut platform = Platform {
             dir,
             backend,
             config,
             admin_token,
+            proxy_credential,
             identity: identity_text,
             telegram,
             base: String::new(),

@@ -1,0 +1,397 @@
+//! The budget feed for the token proxies (docs/budget-feed.md): per tenant, the billable tokens
+//! used in the current UTC month, the monthly budget and a state (ok, warning, exhausted).
+//!
+//! Every proxy replica polls the feed every few seconds, so a poll must cost next to nothing: the
+//! answer is a prebuilt JSON body in memory (with an ETag), replaced by a background task. That task
+//! rebuilds it shortly after each ingested batch (at most every [`MIN_GAP`]) and at least every
+//! [`REFRESH_EVERY`], from two sources:
+//!
+//! - **used**: the ledger's monthly aggregates in the database (one grouped read of the month), so
+//!   the figures are exactly what was stored, whichever api process stored it;
+//! - **budget**: the tenant table the compiler renders into the state repo
+//!   (`flux/platform/tenant-table/`), read at the head of the api's tracking branch. Each entry
+//!   carries the tenant's `monthlyTokenBudget` from its current tier in `templates/platform.yaml`,
+//!   the same number the proxies enforce. Resizes made by the api and by SRE pull requests both
+//!   land there (CI checks that the rendered table matches the specs), and the api fetches the
+//!   remote every `repo.fetch_interval_seconds`, so the feed follows merged changes within one
+//!   fetch interval. Only shards whose blob changed are parsed again.
+//!
+//! The feed lists the tenants of the table at the head; a destroyed tenant disappears from it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use utoipa::ToSchema;
+
+use crate::http::{ApiError, AppState, ErrorBody};
+use crate::usage::{billable_by_tenant, Period, ProxyCaller};
+
+/// Longest time between two rebuilds (month turns, tier changes, other api processes' ingest).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Shortest time between two rebuilds under continuous ingest.
+pub const MIN_GAP: Duration = Duration::from_millis(250);
+
+/// A tenant's budget state as the proxies act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedState {
+    Ok,
+    /// At least 90 percent of the budget used.
+    Warning,
+    /// The budget is used up: the proxies refuse LLM calls until the period ends.
+    Exhausted,
+}
+
+impl FeedState {
+    pub fn of(used: u64, budget: u64) -> FeedState {
+        if used >= budget {
+            FeedState::Exhausted
+        } else if u128::from(used) * 10 >= u128::from(budget) * 9 {
+            FeedState::Warning
+        } else {
+            FeedState::Ok
+        }
+    }
+}
+
+/// The body of `GET /internal/budget`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedBody {
+    /// The UTC calendar month the figures are for, `YYYY-MM`.
+    pub period: String,
+    /// Every tenant in the tenant table at the state repo's head, by name.
+    pub tenants: Vec<TenantBudget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBudget {
+    pub tenant: String,
+    /// Billable tokens used in the period.
+    pub used: u64,
+    /// The monthly token budget of the tenant's tier.
+    pub budget: u64,
+    pub state: FeedState,
+}
+
+/// One published answer.
+pub struct Snapshot {
+    pub period: Period,
+    pub body: Bytes,
+    pub etag: HeaderValue,
+    /// Budget per tenant at the head.
+    pub budgets: Arc<BTreeMap<String, u64>>,
+}
+
+/// The current answer and the signal that asks for a new one.
+#[derive(Default)]
+pub struct BudgetFeed {
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    wake: Notify,
+}
+
+impl BudgetFeed {
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The budget of a tenant in the table at the head, if it is there.
+    pub fn budget_of(&self, tenant: &str) -> Option<u64> {
+        self.current()?.budgets.get(tenant).copied()
+    }
+
+    /// Asks for a rebuild (after new usage was stored).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
+    }
+}
+
+/// Builds the answer for `period` from the budgets at the head and the usage per tenant.
+pub fn build(
+    period: Period,
+    budgets: Arc<BTreeMap<String, u64>>,
+    used: &HashMap<String, i64>,
+) -> Snapshot {
+    let tenants = budgets
+        .iter()
+        .map(|(tenant, &budget)| {
+            let used = used.get(tenant).copied().unwrap_or(0).max(0) as u64;
+            TenantBudget {
+                tenant: tenant.clone(),
+                used,
+                budget,
+                state: FeedState::of(used, budget),
+            }
+        })
+        .collect();
+    let body = serde_json::to_vec(&FeedBody {
+        period: period.label(),
+        tenants,
+    })
+    .expect("the feed serialises");
+    let digest = Sha256::digest(&body);
+    let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..16])))
+        .expect("hex is a valid header value");
+    Snapshot {
+        period,
+        body: Bytes::from(body),
+        etag,
+        budgets,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Budgets from the tenant table at the head
+
+/// What was read from the tenant table, kept between rebuilds.
+#[derive(Default)]
+pub struct TableCache {
+    head: Option<git2::Oid>,
+    /// Per shard file: its blob and its (tenant, budget) entries.
+    shards: HashMap<String, (git2::Oid, Vec<(String, u64)>)>,
+    budgets: Arc<BTreeMap<String, u64>>,
+}
+
+#[derive(Deserialize)]
+struct ConfigMapData {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+fn parse_shard(path: &str, bytes: &[u8]) -> Result<Vec<(String, u64)>, String> {
+    let map: ConfigMapData =
+        serde_yaml::from_slice(bytes).map_err(|e| format!("{path}: not a ConfigMap: {e}"))?;
+    let mut entries = Vec::new();
+    for (key, text) in map.data.iter().filter(|(k, _)| k.ends_with(".json")) {
+        let table = compiler::tenant_table::parse_shard_json(text)
+            .map_err(|e| format!("{path}: {key}: {e}"))?;
+        entries.extend(
+            table
+                .tenants
+                .into_iter()
+                .map(|t| (t.name, t.limits.monthly_token_budget)),
+        );
+    }
+    Ok(entries)
+}
+
+/// Reads the tenant table at the head of `reference` in the repository at `repo_path`; does
+/// nothing when the head has not moved.
+pub fn load_budgets(
+    repo_path: &Path,
+    reference: &str,
+    cache: &mut TableCache,
+) -> Result<(), String> {
+    let repo = git2::Repository::open_bare(repo_path)
+        .map_err(|e| format!("cannot open the state repo clone: {e}"))?;
+    let head = repo
+        .refname_to_id(reference)
+        .map_err(|e| format!("cannot read {reference}: {e}"))?;
+    if cache.head == Some(head) {
+        return Ok(());
+    }
+    let tree = repo
+        .find_commit(head)
+        .and_then(|c| c.tree())
+        .map_err(|e| format!("cannot read commit {head}: {e}"))?;
+    let mut shards = HashMap::new();
+    if let Ok(entry) = tree.get_path(Path::new(compiler::tenant_table::DIR)) {
+        let dir = repo
+            .find_tree(entry.id())
+            .map_err(|e| format!("{}: {e}", compiler::tenant_table::DIR))?;
+        for entry in dir.iter() {
+            let Some(name) = entry.name() else { continue };
+            if !(name.starts_with("tenant-table-") && name.ends_with(".yaml")) {
+                continue;
+            }
+            let path = format!("{}/{name}", compiler::tenant_table::DIR);
+            let entries = match cache.shards.remove(name) {
+                Some((blob, entries)) if blob == entry.id() => entries,
+                _ => {
+                    let blob = repo
+                        .find_blob(entry.id())
+                        .map_err(|e| format!("{path}: {e}"))?;
+                    parse_shard(&path, blob.content())?
+                }
+            };
+            shards.insert(name.to_owned(), (entry.id(), entries));
+        }
+    }
+    let budgets: BTreeMap<String, u64> = shards
+        .values()
+        .flat_map(|(_, entries)| entries.iter().cloned())
+        .collect();
+    cache.head = Some(head);
+    cache.shards = shards;
+    cache.budgets = Arc::new(budgets);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The refresher
+
+async fn refresh(state: &Arc<AppState>, cache: TableCache) -> (TableCache, Result<(), String>) {
+    let repo_path = state.config.repo.local_path.clone();
+    let reference = format!(
+        "refs/remotes/{}/{}",
+        crate::state_repo::REMOTE,
+        state.config.repo.branch
+    );
+    let loaded = tokio::task::spawn_blocking(move || {
+        let mut cache = cache;
+        let result = load_budgets(&repo_path, &reference, &mut cache);
+        (cache, result)
+    })
+    .await;
+    let (cache, result) = match loaded {
+        Ok(done) => done,
+        Err(e) => return (TableCache::default(), Err(e.to_string())),
+    };
+    if let Err(e) = result {
+        return (cache, Err(e));
+    }
+    let period = Period::current();
+    let used = match billable_by_tenant(state.store.pool(), period).await {
+        Ok(rows) => rows.into_iter().collect::<HashMap<_, _>>(),
+        Err(e) => return (cache, Err(format!("cannot read usage: {e}"))),
+    };
+    let snapshot = build(period, cache.budgets.clone(), &used);
+    metrics::gauge!("api_budget_feed_tenants").set(cache.budgets.len() as f64);
+    state.ledger.feed.publish(snapshot);
+    (cache, Ok(()))
+}
+
+/// Keeps the feed current until the api stops (it holds the api only weakly).
+pub fn spawn_refresher(state: &Arc<AppState>) {
+    let weak: Weak<AppState> = Arc::downgrade(state);
+    let ledger = state.ledger.clone();
+    tokio::spawn(async move {
+        let mut cache = TableCache::default();
+        let mut failing: Option<String> = None;
+        loop {
+            let Some(state) = weak.upgrade() else { return };
+            let (next, result) = refresh(&state, cache).await;
+            cache = next;
+            drop(state);
+            match result {
+                Ok(()) => {
+                    if failing.take().is_some() {
+                        tracing::info!("budget feed rebuilt again");
+                    }
+                }
+                Err(e) => {
+                    if failing.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(error = %e, "cannot rebuild the budget feed; the last one stays in force");
+                    }
+                    failing = Some(e);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REFRESH_EVERY) => {}
+                _ = ledger.feed.wake.notified() => tokio::time::sleep(MIN_GAP).await,
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+fn matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    if_none_match.to_str().is_ok_and(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.trim_start_matches("W/").as_bytes() == etag.as_bytes())
+    })
+}
+
+/// Per tenant: billable tokens used this UTC month, the monthly budget and its state
+/// (docs/budget-feed.md). Answered from memory; supports `If-None-Match`.
+#[utoipa::path(get, path = "/internal/budget",
+    responses((status = 200, body = FeedBody), (status = 304, description = "unchanged since the ETag sent in If-None-Match"),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "the first feed is still being built")),
+    security(("bearer" = [])))]
+pub async fn budget_feed(
+    State(state): State<Arc<AppState>>,
+    _proxy: ProxyCaller,
+    headers: HeaderMap,
+) -> Response {
+    let Some(snapshot) = state.ledger.feed.current() else {
+        return ApiError::Unavailable("the budget feed is being built; retry shortly".into())
+            .into_response();
+    };
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| matches(v, &snapshot.etag))
+    {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, snapshot.etag.clone())],
+        )
+            .into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, snapshot.etag.clone()),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        snapshot.body.clone(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_follow_the_documented_thresholds() {
+        assert_eq!(FeedState::of(0, 100), FeedState::Ok);
+        assert_eq!(FeedState::of(89, 100), FeedState::Ok);
+        assert_eq!(FeedState::of(90, 100), FeedState::Warning);
+        assert_eq!(FeedState::of(99, 100), FeedState::Warning);
+        assert_eq!(FeedState::of(100, 100), FeedState::Exhausted);
+        assert_eq!(FeedState::of(u64::MAX, u64::MAX - 1), FeedState::Exhausted);
+    }
+
+    #[test]
+    fn the_body_is_the_documented_shape() {
+        let budgets = Arc::new(BTreeMap::from([
+            ("acme".to_owned(), 5_000_000),
+            ("globex".to_owned(), 30_000_000),
+        ]));
+        let used = HashMap::from([("acme".to_owned(), 4_812_345i64), ("gone".to_owned(), 7)]);
+        let snapshot = build(Period::parse("2026-11").unwrap(), budgets, &used);
+        let body: serde_json::Value = serde_json::from_slice(&snapshot.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"period": "2026-11", "tenants": [
+                {"tenant": "acme", "used": 4812345, "budget": 5000000, "state": "warning"},
+                {"tenant": "globex", "used": 0, "budget": 30000000, "state": "ok"},
+            ]})
+        );
+        assert!(matches(&snapshot.etag, &snapshot.etag));
+        assert!(!matches(&HeaderValue::from_static("\"x\""), &snapshot.etag));
+    }
+}
