@@ -17,6 +17,7 @@ pub mod config;
 pub mod connections;
 pub mod limits;
 pub mod llm;
+pub mod logging;
 pub mod metering;
 pub mod metrics;
 pub mod reload;

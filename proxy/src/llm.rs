@@ -460,8 +460,8 @@ async fn forward(
         }
     };
     app.metrics
+        .route(route(api))
         .time_to_first_byte
-        .with_label_values(&[route(api)])
         .observe(started.elapsed().as_secs_f64());
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     meter.status = status.as_u16();
@@ -581,25 +581,16 @@ impl Meter {
         let m = &self.app.metrics;
         let route = route(self.api);
         let latency = self.started.elapsed();
-        let status = self.status.to_string();
-        m.requests.with_label_values(&[route, &status]).inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(latency.as_secs_f64());
-        for (kind, n) in [
-            ("input", c.input),
-            ("output", c.output),
-            ("cache_read", c.cache_read),
-            ("cache_write", c.cache_write),
-        ] {
-            if n > 0 {
-                m.tokens
-                    .with_label_values(&[self.tenant.name.as_str(), &self.model, kind])
-                    .inc_by(n);
-            }
-        }
+        m.count_request(route, self.status);
+        let handles = m.route(route);
+        handles.duration.observe(latency.as_secs_f64());
+        m.count_tokens(
+            &self.tenant.name,
+            &self.model,
+            [c.input, c.output, c.cache_read, c.cache_write],
+        );
         if partial {
-            m.partial_responses.with_label_values(&[route]).inc();
+            handles.partial.inc();
         }
         tracing::info!(
             tenant = %self.tenant.name,
@@ -615,7 +606,7 @@ impl Meter {
         self.app.usage.record(UsageEvent {
             id: uuid::Uuid::now_v7(),
             tenant: self.tenant.name.to_string(),
-            model: self.model.clone(),
+            model: std::mem::take(&mut self.model),
             input_tokens: c.input,
             output_tokens: c.output,
             cache_read_tokens: c.cache_read,

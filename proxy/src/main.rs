@@ -17,11 +17,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Log lines are written by a background thread so that a slow stdout pipe never stalls a request.
+    // Log lines are gathered in memory and written to stdout in batches by a background thread, so that a
+    // request pays only for formatting its line and a slow stdout pipe never stalls it (proxy::logging).
     // Not lossy: usage events that could not be shipped are logged and must not be dropped here.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stdout());
+    let (writer, _flush_on_exit) =
+        proxy::logging::BatchWriter::new(std::io::stdout(), proxy::logging::DEFAULT_INTERVAL);
     tracing_subscriber::fmt()
         .json()
         .with_writer(writer)

@@ -3,10 +3,39 @@
 //! This module owns every metric's name, help text and labels. Labels carry tenant names, model names,
 //! API families and statuses, never tokens.
 
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::table::TenantName;
+
+/// The LLM routes, whose per-request metric handles are resolved once at startup.
+pub const LLM_ROUTES: [&str; 2] = ["chat_completions", "messages"];
+
+/// Token kinds, in the order of [`TokenHandles`].
+pub const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+
+/// Most models whose token counters are cached per tenant; others are looked up by label each time.
+const MAX_CACHED_MODELS_PER_TENANT: usize = 16;
+
+/// One LLM route's metric handles, so that a request does not hash label values or allocate for them.
+pub struct RouteHandles {
+    pub requests_ok: IntCounter,
+    pub duration: Histogram,
+    pub time_to_first_byte: Histogram,
+    pub partial: IntCounter,
+}
+
+/// `proxy_tokens_total` handles of one (tenant, model), in [`TOKEN_KINDS`] order; a series is created on
+/// its first non-zero count, as the label lookup would.
+type TokenHandles = [OnceLock<IntCounter>; 4];
+
+/// Cached token counter handles: per tenant, a short list of (model, handles).
+type TokenHandleCache = DashMap<TenantName, Vec<(Box<str>, TokenHandles)>>;
 
 /// All metrics, registered in one registry. Cheap to clone.
 #[derive(Clone)]
@@ -26,6 +55,8 @@ pub struct Metrics {
     pub table_tenants: IntGauge,
     pub table_reloads: IntCounterVec,
     pub budget_feed_polls: IntCounterVec,
+    routes: Arc<[RouteHandles; 2]>,
+    token_handles: Arc<TokenHandleCache>,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -74,22 +105,39 @@ impl Metrics {
                 .expect("unique metric");
             h
         };
+        let requests = counter_vec(
+            "proxy_requests_total",
+            "Requests answered, by route and HTTP status.",
+            &["route", "status"],
+        );
+        let request_duration = histogram(
+            "proxy_request_duration_seconds",
+            "Time from request to the end of the response body, by route.",
+            &["route"],
+        );
+        let time_to_first_byte = histogram(
+            "proxy_upstream_time_to_first_byte_seconds",
+            "Time until the upstream's response headers arrived, by route.",
+            &["route"],
+        );
+        let partial_responses = counter_vec(
+            "proxy_partial_responses_total",
+            "Responses cut short before their protocol end, by route.",
+            &["route"],
+        );
+        let routes = Arc::new(LLM_ROUTES.map(|route| RouteHandles {
+            requests_ok: requests.with_label_values(&[route, "200"]),
+            duration: request_duration.with_label_values(&[route]),
+            time_to_first_byte: time_to_first_byte.with_label_values(&[route]),
+            partial: partial_responses.with_label_values(&[route]),
+        }));
         Self {
-            requests: counter_vec(
-                "proxy_requests_total",
-                "Requests answered, by route and HTTP status.",
-                &["route", "status"],
-            ),
-            request_duration: histogram(
-                "proxy_request_duration_seconds",
-                "Time from request to the end of the response body, by route.",
-                &["route"],
-            ),
-            time_to_first_byte: histogram(
-                "proxy_upstream_time_to_first_byte_seconds",
-                "Time until the upstream's response headers arrived, by route.",
-                &["route"],
-            ),
+            requests,
+            request_duration,
+            time_to_first_byte,
+            partial_responses,
+            routes,
+            token_handles: Arc::new(DashMap::new()),
             tokens: counter_vec(
                 "proxy_tokens_total",
                 "Tokens metered, by tenant, model and kind (input, output, cache_read, cache_write).",
@@ -104,11 +152,6 @@ impl Metrics {
                 "proxy_upstream_errors_total",
                 "Upstream failures, by route and kind (timeout, connect, status_4xx, status_5xx, body).",
                 &["route", "kind"],
-            ),
-            partial_responses: counter_vec(
-                "proxy_partial_responses_total",
-                "Responses cut short before their protocol end, by route.",
-                &["route"],
             ),
             usage_buffered: gauge("proxy_usage_buffered_events", "Usage events waiting to be shipped."),
             usage_shipped: counter("proxy_usage_shipped_events_total", "Usage events the api acknowledged."),
@@ -133,6 +176,66 @@ impl Metrics {
             ),
             registry,
         }
+    }
+
+    /// The cached handles of an LLM route (one of [`LLM_ROUTES`]).
+    pub fn route(&self, route: &str) -> &RouteHandles {
+        let i = LLM_ROUTES.iter().position(|r| *r == route).unwrap_or(0);
+        &self.routes[i]
+    }
+
+    /// Counts a request answered with `status` on `route`.
+    pub fn count_request(&self, route: &'static str, status: u16) {
+        if status == 200 && LLM_ROUTES.contains(&route) {
+            self.route(route).requests_ok.inc();
+            return;
+        }
+        match axum::http::StatusCode::from_u16(status) {
+            Ok(s) => self.requests.with_label_values(&[route, s.as_str()]).inc(),
+            Err(_) => self
+                .requests
+                .with_label_values(&[route, &status.to_string()])
+                .inc(),
+        }
+    }
+
+    /// Adds metered tokens for a tenant and model; `counts` are in [`TOKEN_KINDS`] order.
+    pub fn count_tokens(&self, tenant: &TenantName, model: &str, counts: [u64; 4]) {
+        if counts.iter().all(|&n| n == 0) {
+            return;
+        }
+        let add = |h: &TokenHandles| {
+            for (i, (c, n)) in h.iter().zip(counts).enumerate() {
+                if n > 0 {
+                    c.get_or_init(|| {
+                        self.tokens
+                            .with_label_values(&[tenant.as_str(), model, TOKEN_KINDS[i]])
+                    })
+                    .inc_by(n);
+                }
+            }
+        };
+        if let Some(models) = self.token_handles.get(tenant) {
+            if let Some((_, h)) = models.iter().find(|(m, _)| &**m == model) {
+                add(h);
+                return;
+            }
+        }
+        let mut models = self.token_handles.entry(tenant.clone()).or_default();
+        if let Some((_, h)) = models.iter().find(|(m, _)| &**m == model) {
+            add(h);
+        } else if models.len() < MAX_CACHED_MODELS_PER_TENANT {
+            let h = TokenHandles::default();
+            add(&h);
+            models.push((model.into(), h));
+        } else {
+            add(&TokenHandles::default());
+        }
+    }
+
+    /// Drops cached handles of tenants that left the table (their series stay in the registry).
+    pub fn retain_tenants(&self, keep: impl Fn(&TenantName) -> bool) {
+        self.token_handles.retain(|k, _| keep(k));
     }
 
     /// The text exposition format.

@@ -93,13 +93,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (stop_bg, bg_rx) = watch::channel(false);
     let mut background = Vec::new();
     {
-        let limiters = limiters.clone();
+        let (limiters, m) = (limiters.clone(), metrics.clone());
         background.push(tokio::spawn(watch_dir(
             config.table_dir.clone(),
             ms(config.table_reload_interval_ms.max(50)),
             table,
             metrics.clone(),
-            move |t| limiters.retain(|name| t.get(name.as_str()).is_some()),
+            move |t| {
+                limiters.retain(|name| t.get(name.as_str()).is_some());
+                m.retain_tenants(|name| t.get(name.as_str()).is_some());
+            },
             bg_rx.clone(),
         )));
     }

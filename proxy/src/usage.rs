@@ -9,6 +9,7 @@
 //! and whatever cannot be delivered in time is logged.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +86,9 @@ struct Inner {
     queue: Mutex<VecDeque<UsageEvent>>,
     capacity: usize,
     notify: Notify,
+    /// The shipper is woken only once this many events wait (a full batch); below that it ships on its
+    /// flush interval. Waking it for every event would cost a cross-thread wake-up per request.
+    wake_at: AtomicUsize,
     metrics: Metrics,
 }
 
@@ -107,6 +111,7 @@ impl UsageSink {
                 queue: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
                 capacity,
                 notify: Notify::new(),
+                wake_at: AtomicUsize::new(1),
                 metrics,
             }),
         }
@@ -125,7 +130,9 @@ impl UsageSink {
         let len = q.len();
         drop(q);
         self.inner.metrics.usage_buffered.set(len as i64);
-        self.inner.notify.notify_one();
+        if len >= self.inner.wake_at.load(Ordering::Relaxed) {
+            self.inner.notify.notify_one();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -178,6 +185,9 @@ pub async fn ship(
     cfg: ShipperSettings,
     mut stop: watch::Receiver<bool>,
 ) {
+    sink.inner
+        .wake_at
+        .store(cfg.batch_size.max(1), Ordering::Relaxed);
     let mut backoff = cfg.initial_backoff;
     loop {
         if *stop.borrow() {
