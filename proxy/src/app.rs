@@ -28,6 +28,8 @@ use crate::usage::UsageSink;
 pub struct UpstreamTarget {
     pub base: String,
     pub auth: HeaderValue,
+    /// The LLM endpoint (`/v1/chat/completions` or `/v1/messages`), parsed once rather than per request.
+    pub endpoint: Option<reqwest::Url>,
 }
 
 /// Everything a request handler needs.
@@ -54,6 +56,21 @@ pub enum BuildError {
     Credential(&'static str),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error("{key} is not a valid URL ({url:?}: {reason}); use e.g. https://api.example.com")]
+    Url {
+        key: &'static str,
+        url: String,
+        reason: String,
+    },
+}
+
+fn endpoint(key: &'static str, base: &str, path: &str) -> Result<reqwest::Url, BuildError> {
+    let url = format!("{base}{path}");
+    reqwest::Url::parse(&url).map_err(|e| BuildError::Url {
+        key,
+        url,
+        reason: e.to_string(),
+    })
 }
 
 fn sensitive(prefix: &str, secret: &str, what: &'static str) -> Result<HeaderValue, BuildError> {
@@ -94,6 +111,11 @@ impl App {
                     u.api_key.expose_secret(),
                     "upstreams.openai.api_key",
                 )?,
+                endpoint: Some(endpoint(
+                    "upstreams.openai.base_url",
+                    trim_base(&u.base_url),
+                    "/v1/chat/completions",
+                )?),
             }),
             None => None,
         };
@@ -101,6 +123,11 @@ impl App {
             Some(u) => Some(UpstreamTarget {
                 base: trim_base(&u.base_url).to_owned(),
                 auth: sensitive("", u.api_key.expose_secret(), "upstreams.anthropic.api_key")?,
+                endpoint: Some(endpoint(
+                    "upstreams.anthropic.base_url",
+                    trim_base(&u.base_url),
+                    "/v1/messages",
+                )?),
             }),
             None => None,
         };
@@ -108,6 +135,7 @@ impl App {
             Some(n) => Some(UpstreamTarget {
                 base: trim_base(&n.base_url).to_owned(),
                 auth: sensitive("Bearer ", n.secret_key.expose_secret(), "nango.secret_key")?,
+                endpoint: None,
             }),
             None => None,
         };

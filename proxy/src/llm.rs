@@ -140,7 +140,7 @@ async fn prepare(
         == Some(true);
     let strip_usage_chunk = api == ApiKind::OpenAi && stream && !asked_for_usage;
     let body = if strip_usage_chunk {
-        inject_include_usage(&raw)?
+        inject_include_usage(&raw, peek.stream_options.is_some())?
     } else {
         raw
     };
@@ -176,6 +176,8 @@ async fn prepare(
 struct RequestPeek {
     model: Option<Value>,
     stream: Option<Value>,
+    /// `Some` whenever the key is present, `null` included.
+    #[serde(default, deserialize_with = "present")]
     stream_options: Option<Value>,
     max_tokens: Option<Value>,
     max_completion_tokens: Option<Value>,
@@ -208,8 +210,34 @@ impl RequestPeek {
     }
 }
 
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// The member the proxy adds to a streaming OpenAI request whose client did not ask for usage.
+const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true}"#;
+
 /// Sets `stream_options.include_usage` so that the upstream reports usage at the end of the stream.
-fn inject_include_usage(raw: &[u8]) -> Result<Bytes, ApiError> {
+///
+/// Without a `stream_options` member (the usual case) the member is spliced in after the opening brace and
+/// the rest of the body is relayed byte for byte. Otherwise the body is decoded and re-encoded with the
+/// member set.
+fn inject_include_usage(raw: &[u8], has_stream_options: bool) -> Result<Bytes, ApiError> {
+    if !has_stream_options {
+        // RequestPeek::parse checked that the body is a JSON object.
+        if let Some(open) = raw.iter().position(|b| !b.is_ascii_whitespace()) {
+            let after = &raw[open + 1..];
+            let empty = after.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            let mut out = BytesMut::with_capacity(raw.len() + INCLUDE_USAGE.len() + 1);
+            out.extend_from_slice(&raw[..=open]);
+            out.extend_from_slice(INCLUDE_USAGE);
+            if !empty {
+                out.extend_from_slice(b",");
+            }
+            out.extend_from_slice(after);
+            return Ok(out.freeze());
+        }
+    }
     let mut value: serde_json::Map<String, Value> =
         serde_json::from_slice(raw).map_err(json_error)?;
     let opts = value
@@ -418,13 +446,13 @@ async fn forward(
 ) -> Response {
     let flavor = Flavor::from(api);
     let target = upstream_of(&app, api);
-    let path = match api {
-        ApiKind::OpenAi => "/v1/chat/completions",
-        ApiKind::Anthropic => "/v1/messages",
-    };
+    let url = target
+        .endpoint
+        .clone()
+        .expect("LLM upstreams have an endpoint");
     let mut req = app
         .client
-        .post(format!("{}{path}", target.base))
+        .post(url)
         .header(header::CONTENT_TYPE, "application/json")
         .body(p.body.clone());
     req = authorize(api, target, relay_request_headers(headers, req));
@@ -505,10 +533,7 @@ async fn forward(
     let mode = if p.stream || is_sse {
         Mode::Sse(StreamMeter::new(api, p.strip_usage_chunk))
     } else {
-        Mode::Json {
-            buf: BytesMut::new(),
-            overflow: false,
-        }
+        Mode::Json(BodyCopy::default())
     };
     let body = MeteredBody {
         upstream: Box::pin(resp.bytes_stream()),
@@ -639,18 +664,56 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 enum Mode {
     Sse(StreamMeter),
-    Json { buf: BytesMut, overflow: bool },
+    Json(BodyCopy),
 }
 
 impl Mode {
     fn reading(&self, api: ApiKind) -> Reading {
         match self {
             Mode::Sse(m) => m.reading(),
-            Mode::Json {
-                buf,
-                overflow: false,
-            } => read_body(api, buf),
-            Mode::Json { .. } => Reading::default(),
+            Mode::Json(copy) => copy.reading(api),
+        }
+    }
+}
+
+/// A non-streaming body kept aside for metering, up to [`MAX_METERED_BODY`]. A body that arrives in one
+/// chunk (the usual case) is kept by reference, not copied; later chunks are copied.
+#[derive(Default)]
+struct BodyCopy {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    overflow: bool,
+}
+
+impl BodyCopy {
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    fn push(&mut self, chunk: &Bytes) {
+        if self.overflow {
+            return;
+        }
+        if self.len() + chunk.len() > MAX_METERED_BODY {
+            *self = BodyCopy {
+                overflow: true,
+                ..BodyCopy::default()
+            };
+        } else if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk.clone());
+        } else {
+            if let Some(first) = self.first.take() {
+                self.rest.extend_from_slice(&first);
+            }
+            self.rest.extend_from_slice(chunk);
+        }
+    }
+
+    fn reading(&self, api: ApiKind) -> Reading {
+        match (&self.first, self.overflow) {
+            (_, true) => Reading::default(),
+            (Some(first), false) => read_body(api, first),
+            (None, false) => read_body(api, &self.rest),
         }
     }
 }
@@ -672,7 +735,7 @@ impl MeteredBody {
             let partial = match (&self.mode, partial_cause) {
                 (_, Some(_)) => true,
                 (Mode::Sse(_), None) => !reading.complete,
-                (Mode::Json { .. }, None) => false,
+                (Mode::Json(_), None) => false,
             };
             if let Some(cause) = partial_cause {
                 tracing::info!(tenant = %meter.tenant.name, cause, "response cut short; recording what was seen");
@@ -696,15 +759,8 @@ impl Stream for MeteredBody {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let out = match &mut this.mode {
                         Mode::Sse(m) => m.feed(chunk),
-                        Mode::Json { buf, overflow } => {
-                            if !*overflow {
-                                if buf.len() + chunk.len() > MAX_METERED_BODY {
-                                    *overflow = true;
-                                    *buf = BytesMut::new();
-                                } else {
-                                    buf.extend_from_slice(&chunk);
-                                }
-                            }
+                        Mode::Json(copy) => {
+                            copy.push(&chunk);
                             chunk
                         }
                     };
@@ -730,7 +786,7 @@ impl Stream for MeteredBody {
                     this.done = true;
                     let tail = match &mut this.mode {
                         Mode::Sse(m) => m.finish(),
-                        Mode::Json { .. } => Bytes::new(),
+                        Mode::Json(_) => Bytes::new(),
                     };
                     this.finish(None);
                     if !tail.is_empty() {
@@ -799,5 +855,92 @@ pub async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
             "the upstream's model list could not be read",
         )
         .render(flavor),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(b: &[u8]) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn include_usage_is_spliced_in_without_touching_the_rest() {
+        let raw = br#"{"model":"kimi-k2","stream":true,"messages":[{"role":"user","content":"h\u00e9 {\"x\"}"}]}"#;
+        let peek = RequestPeek::parse(raw).unwrap();
+        assert!(peek.stream_options.is_none());
+        let out = inject_include_usage(raw, false).unwrap();
+        // The client's bytes follow the added member unchanged.
+        assert!(out.ends_with(&raw[1..]));
+        let mut expected = value(raw);
+        expected["stream_options"] = serde_json::json!({"include_usage": true});
+        assert_eq!(value(&out), expected);
+
+        for raw in [&b"{}"[..], b"  { \n }  "] {
+            let out = inject_include_usage(raw, false).unwrap();
+            assert_eq!(
+                value(&out),
+                serde_json::json!({"stream_options": {"include_usage": true}})
+            );
+        }
+    }
+
+    #[test]
+    fn an_existing_stream_options_member_is_rewritten_not_duplicated() {
+        for (raw, expected) in [
+            (
+                &br#"{"model":"m","stream_options":null}"#[..],
+                serde_json::json!({"model": "m", "stream_options": {"include_usage": true}}),
+            ),
+            (
+                br#"{"model":"m","stream_options":{"include_usage":false,"x":1}}"#,
+                serde_json::json!({"model": "m", "stream_options": {"include_usage": true, "x": 1}}),
+            ),
+        ] {
+            let peek = RequestPeek::parse(raw).unwrap();
+            assert!(peek.stream_options.is_some(), "{raw:?}");
+            let out = inject_include_usage(raw, true).unwrap();
+            assert_eq!(value(&out), expected);
+            assert_eq!(
+                String::from_utf8_lossy(&out)
+                    .matches("stream_options")
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_chunk_body_is_metered_by_reference_and_more_chunks_by_copy() {
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let mut one = BodyCopy::default();
+        one.push(&Bytes::from_static(body));
+        assert!(one.rest.is_empty());
+        assert_eq!(
+            one.reading(ApiKind::OpenAi)
+                .counts
+                .billable(ApiKind::OpenAi),
+            7
+        );
+
+        let mut split = BodyCopy::default();
+        for part in body.chunks(10) {
+            split.push(&Bytes::copy_from_slice(part));
+        }
+        assert!(split.first.is_none());
+        assert_eq!(split.reading(ApiKind::OpenAi), one.reading(ApiKind::OpenAi));
+    }
+
+    #[test]
+    fn a_body_over_the_metering_limit_is_not_metered_or_kept() {
+        let mut copy = BodyCopy::default();
+        copy.push(&Bytes::from_static(b"{\"usage\":"));
+        copy.push(&Bytes::from(vec![b' '; MAX_METERED_BODY]));
+        assert!(copy.overflow);
+        assert_eq!(copy.len(), 0);
+        copy.push(&Bytes::from_static(b"{}}"));
+        assert_eq!(copy.reading(ApiKind::OpenAi), Reading::default());
     }
 }

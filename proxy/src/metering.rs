@@ -106,8 +106,50 @@ fn anthropic_usage(usage: &Value, counts: &mut TokenCounts) {
     }
 }
 
+/// The only parts of a non-streaming body that carry usage. Everything else (the message text above all)
+/// is skipped while parsing, without being materialized.
+#[derive(serde::Deserialize)]
+struct BodyUsage {
+    usage: Option<Value>,
+    choices: Option<Vec<ChoiceUsage>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceUsage {
+    usage: Option<Value>,
+}
+
 /// Reads usage from a complete, non-streaming response body.
 pub fn read_body(api: ApiKind, body: &[u8]) -> Reading {
+    // The common shapes parse into the few fields above; anything unusual (a duplicated key, `choices`
+    // that is not a list of objects) goes through the general path, which reads what it can.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        if let Ok(b) = serde_json::from_slice::<BodyUsage>(body) {
+            let mut counts = TokenCounts::default();
+            let complete = match api {
+                ApiKind::OpenAi => {
+                    let mut found = b
+                        .usage
+                        .as_ref()
+                        .is_some_and(|u| openai_usage(u, &mut counts));
+                    for c in b.choices.iter().flatten() {
+                        if let Some(usage) = &c.usage {
+                            found |= openai_usage(usage, &mut counts);
+                        }
+                    }
+                    found
+                }
+                ApiKind::Anthropic => match &b.usage {
+                    Some(usage) if usage.is_object() => {
+                        anthropic_usage(usage, &mut counts);
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            return Reading { counts, complete };
+        }
+    }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return Reading::default();
     };
@@ -436,6 +478,55 @@ mod tests {
             }
         );
         assert!(!read_body(ApiKind::OpenAi, b"not json").complete);
+    }
+
+    /// The general reading of a body, on a fully materialized value: what the skipping parse must match.
+    fn read_value(api: ApiKind, body: &[u8]) -> Reading {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return Reading::default();
+        };
+        let mut counts = TokenCounts::default();
+        let complete = match api {
+            ApiKind::OpenAi => apply_openai(&v, &mut counts),
+            ApiKind::Anthropic => match v.get("usage") {
+                Some(usage) if usage.is_object() => {
+                    anthropic_usage(usage, &mut counts);
+                    true
+                }
+                _ => false,
+            },
+        };
+        Reading { counts, complete }
+    }
+
+    #[test]
+    fn bodies_of_every_shape_read_as_the_general_path_reads_them() {
+        let bodies: &[&str] = &[
+            r#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"there\""}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            // Moonshot: usage inside a choice.
+            r#"{"choices":[{"index":0,"message":{"content":"x"},"usage":{"prompt_tokens":8,"completion_tokens":2,"cached_tokens":5}}]}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            r#"{"usage":null,"choices":null}"#,
+            r#"{"usage":"lots","choices":[{"usage":null}]}"#,
+            // Shapes the skipping parse refuses; the general path still reads them.
+            r#"{"choices":"none","usage":{"prompt_tokens":4,"completion_tokens":4}}"#,
+            r#"{"choices":[1,2],"usage":{"prompt_tokens":4,"completion_tokens":1}}"#,
+            r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":9,"completion_tokens":3}}"#,
+            r#"{"type":"message","usage":{"input_tokens":5,"output_tokens":6,"cache_creation_input_tokens":7}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"  {"usage":{"input_tokens":2,"output_tokens":1}}  "#,
+            r#"{"usage":{"input_tokens":2"#,
+        ];
+        for body in bodies {
+            for api in [ApiKind::OpenAi, ApiKind::Anthropic] {
+                assert_eq!(
+                    read_body(api, body.as_bytes()),
+                    read_value(api, body.as_bytes()),
+                    "{api:?} {body}"
+                );
+            }
+        }
     }
 
     fn run_split(api: ApiKind, strip: bool, stream: &str, cuts: &[usize]) -> (String, Reading) {
