@@ -236,9 +236,8 @@ async fn main() {
         let mut conn = sqlx::AnyConnection::connect(&database_url).await.unwrap();
         let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
         for t in &tenants {
-            sqlx::query("INSERT INTO tenants (name, owner_email, created_at, updated_at, last_commit) VALUES ($1, $2, 0, 0, $3)")
+            sqlx::query("INSERT INTO tenants (name, owner_id, created_at, updated_at, last_commit) VALUES ($1, NULL, 0, 0, $2)")
                 .bind(&t.folder)
-                .bind(format!("{}@example.com", t.folder))
                 .bind("0000000000000000000000000000000000000000")
                 .execute(&mut *tx)
                 .await

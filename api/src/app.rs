@@ -27,6 +27,10 @@ pub enum AppError {
     Listen(SocketAddr, std::io::Error),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("sign-in: {0}")]
+    Auth(String),
 }
 
 /// The process-wide Prometheus recorder (a process has one; tests start several apps).
@@ -85,6 +89,9 @@ pub async fn start(
     config: Config,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, AppError> {
+    // Refuse unsafe settings (dev login off loopback, ...) however the config was built.
+    config.check()?;
+    let auth = crate::auth::Auth::load(&config).map_err(AppError::Auth)?;
     let config = Arc::new(config);
     let store = Store::connect(&config.database_url, config.database_max_connections).await?;
     let repo_config = config.repo.clone();
@@ -104,7 +111,8 @@ pub async fn start(
         store,
         handle,
         metrics_handle(),
-    ));
+    )
+    .with_auth(auth));
     crate::budget::spawn_refresher(&state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -115,7 +123,10 @@ pub async fn start(
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(state);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = signal => {}

@@ -28,6 +28,8 @@ pub struct Config {
     /// Credentials of the token proxy for /internal/usage and /internal/budget (SHA-256 only).
     /// More than one lets a credential be rotated without downtime.
     pub proxy_credentials: Vec<ProxyCredential>,
+    /// Customer sign-in and sessions.
+    pub auth: AuthConfig,
     /// Development mode: relaxes checks that must hold in production (Telegram verification).
     pub dev_mode: bool,
     /// Seconds to wait for in-flight requests on shutdown.
@@ -115,6 +117,96 @@ pub struct ProxyCredential {
     pub sha256: String,
 }
 
+/// Customer sign-in (Telegram Login Widget, dev login), sessions (RS256 access tokens, rotating
+/// refresh tokens) and the limits around them. Without a signing key, only admin tokens work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of the access tokens.
+    pub issuer: String,
+    /// `aud` of the access tokens.
+    pub audience: String,
+    /// `kid` of the current signing key.
+    pub key_id: String,
+    /// PEM file of the RSA private key (PKCS#8 or PKCS#1, at least 2048 bits) that signs access
+    /// tokens.
+    pub private_key_path: Option<PathBuf>,
+    /// The same key as PEM text (for `OPENCLAW_API_AUTH__PRIVATE_KEY_PEM`); the path wins.
+    pub private_key_pem: Option<SecretText>,
+    /// Public keys of earlier signing keys: tokens they signed are still accepted (and published
+    /// in the JWKS) until they expire. Drop a key once its last token has.
+    pub previous_keys: Vec<PreviousKey>,
+    pub access_ttl_seconds: u64,
+    pub refresh_ttl_seconds: u64,
+    /// File holding the platform bot's token: the key of the Telegram Login Widget's signature.
+    pub telegram_bot_token_path: Option<PathBuf>,
+    /// Oldest accepted `auth_date` of Telegram login data.
+    pub telegram_login_max_age_seconds: u64,
+    /// Sign-in by Telegram id without Telegram. Only in dev mode, only on a loopback address.
+    pub dev_login: bool,
+    /// Customers with these Telegram ids are admins.
+    pub admin_telegram_ids: Vec<i64>,
+    /// Most tenants one customer may own (admins are not limited).
+    pub max_tenants_per_customer: u32,
+    /// Sign-in and refresh attempts per client address and minute.
+    pub login_per_minute: u32,
+    /// Self-service sign-ups per client address and hour.
+    pub signups_per_hour: u32,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` names the client. Others' is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Origins (`https://app.example.com`) allowed to send cookie-authenticated writes. Empty:
+    /// only the api's own origin (the `Host` header).
+    pub allowed_origins: Vec<String>,
+    /// Where the browser sign-in (`GET /v1/auth/telegram/callback`) redirects after success.
+    pub login_redirect: String,
+}
+
+/// The public key of an earlier signing key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    pub key_id: String,
+    /// PEM file (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
+    pub public_key_path: Option<PathBuf>,
+    pub public_key_pem: Option<String>,
+}
+
+/// Text that must not be printed: `Debug` shows only that it is set.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "openclaw-api".into(),
+            audience: "openclaw-cloud".into(),
+            key_id: "main".into(),
+            private_key_path: None,
+            private_key_pem: None,
+            previous_keys: Vec::new(),
+            access_ttl_seconds: 15 * 60,
+            refresh_ttl_seconds: 30 * 24 * 3600,
+            telegram_bot_token_path: None,
+            telegram_login_max_age_seconds: 3600,
+            dev_login: false,
+            admin_telegram_ids: Vec::new(),
+            max_tenants_per_customer: 3,
+            login_per_minute: 20,
+            signups_per_hour: 10,
+            trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
+            login_redirect: "/".into(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -151,6 +243,7 @@ impl Default for Config {
             },
             admin_tokens: Vec::new(),
             proxy_credentials: Vec::new(),
+            auth: AuthConfig::default(),
             dev_mode: false,
             shutdown_grace_seconds: 20,
         }
@@ -221,10 +314,69 @@ impl Config {
                 )));
             }
         }
+        self.check_auth()?;
         if self.repo.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "repo.max_batch must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.dev_login {
+            if !self.dev_mode {
+                return Err(ConfigError::Invalid(
+                    "auth.dev_login signs anyone in without Telegram: it is only allowed in dev mode".into(),
+                ));
+            }
+            if !self.listen.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.dev_login is on but the api listens on {}, which is not a loopback address: \
+                     listen on 127.0.0.1 or ::1, or turn dev_login off",
+                    self.listen
+                )));
+            }
+        }
+        if !(60..=3600).contains(&auth.access_ttl_seconds) {
+            return Err(ConfigError::Invalid(
+                "auth.access_ttl_seconds must be 60 to 3600".into(),
+            ));
+        }
+        if auth.refresh_ttl_seconds < auth.access_ttl_seconds {
+            return Err(ConfigError::Invalid(
+                "auth.refresh_ttl_seconds must be at least auth.access_ttl_seconds".into(),
+            ));
+        }
+        if !(30..=86_400).contains(&auth.telegram_login_max_age_seconds) {
+            return Err(ConfigError::Invalid(
+                "auth.telegram_login_max_age_seconds must be 30 to 86400".into(),
+            ));
+        }
+        if auth.login_per_minute == 0 || auth.signups_per_hour == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.login_per_minute and auth.signups_per_hour must be at least 1".into(),
+            ));
+        }
+        if auth.key_id.is_empty() || auth.previous_keys.iter().any(|k| k.key_id == auth.key_id) {
+            return Err(ConfigError::Invalid(
+                "auth.key_id must be set and differ from every auth.previous_keys key_id".into(),
+            ));
+        }
+        for (i, net) in auth.trusted_proxies.iter().enumerate() {
+            parse_net(net).map_err(|m| {
+                ConfigError::Invalid(format!("auth.trusted_proxies[{i}] ({net:?}): {m}"))
+            })?;
+        }
+        for (i, origin) in auth.allowed_origins.iter().enumerate() {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/');
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.allowed_origins[{i}] ({origin:?}) must be scheme://host[:port] with no path"
+                )));
+            }
         }
         Ok(())
     }
@@ -234,9 +386,52 @@ impl Config {
     }
 }
 
+/// A CIDR (`10.0.0.0/8`) or a single address.
+pub fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| "not an IP address or CIDR".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dev_login_needs_dev_mode_and_loopback() {
+        let mut config = Config::default();
+        config.auth.dev_login = true;
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("only allowed in dev mode"), "{err}");
+        config.dev_mode = true;
+        config.check().unwrap();
+        config.listen = "0.0.0.0:8080".parse().unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("not a loopback address"), "{err}");
+        config.listen = "[::1]:8080".parse().unwrap();
+        config.check().unwrap();
+    }
+
+    #[test]
+    fn secret_text_is_not_printed() {
+        let mut config = Config::default();
+        config.auth.private_key_pem = Some(SecretText("-----BEGIN PRIVATE KEY-----".into()));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("BEGIN PRIVATE KEY"), "{shown}");
+    }
+
+    #[test]
+    fn trusted_proxies_must_parse() {
+        let mut config = Config::default();
+        config.auth.trusted_proxies = vec!["10.0.0.0/8".into(), "127.0.0.1".into()];
+        config.check().unwrap();
+        config.auth.trusted_proxies.push("proxy.local".into());
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("trusted_proxies[2]"), "{err}");
+    }
 
     #[test]
     fn skip_verification_is_refused_outside_dev_mode() {

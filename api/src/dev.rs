@@ -50,6 +50,10 @@ impl DevPaths {
     pub fn admin_token(&self) -> PathBuf {
         self.root.join("admin-token")
     }
+    /// The RSA key that signs the dev platform's access tokens.
+    pub fn jwt_key(&self) -> PathBuf {
+        self.root.join("jwt-signing-key.pem")
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevError {
@@ -101,6 +105,11 @@ pub fn prepare(paths: &DevPaths, checkout: &Path) -> Result<(String, String), De
         .map_err(io("admin token"))?
         .trim()
         .to_owned();
+    if !paths.jwt_key().exists() {
+        let pem = crate::auth::generate_private_key_pem()
+            .map_err(|e| DevError::Seed(format!("generating the dev signing key: {e}")))?;
+        write_private(&paths.jwt_key(), &pem)?;
+    }
     if !paths.state_repo().join("HEAD").exists() {
         seed(&paths.state_repo(), checkout, &recipient)?;
     }
@@ -123,6 +132,11 @@ pub fn config(
     config.repo.local_path = paths.api_clone();
     config.repo.remote_url = paths.state_repo().display().to_string();
     config.repo.age_identity_path = Some(paths.identity());
+    config.auth.private_key_path = Some(paths.jwt_key());
+    config.auth.key_id = "dev".into();
+    config.auth.issuer = "openclaw-api-dev".into();
+    // Sign-in without Telegram; Config::check refuses it unless `listen` is a loopback address.
+    config.auth.dev_login = true;
     config.admin_tokens = vec![AdminToken {
         name: "dev-admin".into(),
         email: "dev-admin@localhost.localdomain".into(),
@@ -308,11 +322,21 @@ Look at it:
   curl -sS {url}/v1/tenants/acme -H "Authorization: Bearer $(cat {token_file})"
   curl -sS {url}/v1/tenants/acme/history -H "Authorization: Bearer $(cat {token_file})"
   git clone -q {repo} /tmp/state && kubectl kustomize /tmp/state/flux/tenants/acme
+
+Sign in as a customer (dev login: no Telegram needed; only in dev mode on a loopback address):
+  ACCESS=$(curl -sS -X POST {url}/v1/auth/dev-login -H 'Content-Type: application/json' \
+    -d '{{"telegramId":123456789,"displayName":"Ada"}}' | sed 's/.*"accessToken":"\([^"]*\)".*/\1/')
+  curl -sS {url}/v1/me -H "Authorization: Bearer $ACCESS"
+  curl -sS -X POST {url}/v1/tenants -H "Authorization: Bearer $ACCESS" -H 'Content-Type: application/json' \
+    -d '{{"name":"ada","owner":{{"email":"ada@example.com"}},"tier":"starter","telegramBotToken":"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawy"}}'
+  curl -sS {url}/v1/tenants -H "Authorization: Bearer $ACCESS"
+  (access tokens verify with {url}/.well-known/jwks.json; signing key {jwt_key})
 "#,
         db = paths.database().display(),
         repo = paths.state_repo().display(),
         identity = paths.identity().display(),
         token_file = paths.admin_token().display(),
+        jwt_key = paths.jwt_key().display(),
     )
 }
 

@@ -37,7 +37,9 @@ use crate::lifecycle::{
     Operation,
 };
 use crate::reader::{HistoryEntry, TenantView};
-use crate::store::Store;
+use crate::auth::Auth;
+use crate::sessions;
+use crate::store::{Customer, Store};
 use crate::telegram::{BotToken, Telegram, TelegramError};
 use crate::writer::{ChangeResponse, IdempotencyKey, WriteError, WriterHandle};
 
@@ -59,6 +61,8 @@ pub struct AppState {
     in_flight: Mutex<HashSet<(String, String)>>,
     /// The usage ledger and the budget feed.
     pub ledger: Arc<crate::usage::Ledger>,
+    /// Signing keys, Telegram login secret, limiters.
+    pub auth: Auth,
 }
 
 impl AppState {
@@ -89,15 +93,22 @@ impl AppState {
         );
         AppState {
             ledger: Arc::new(crate::usage::Ledger::new(&config)),
-            config,
             store,
             writer,
             telegram,
             metrics,
             admins,
+            auth: Auth::without_keys(&config),
+            config,
             compiled: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Replaces the sign-in material (keys, Telegram login secret) with `auth`.
+    pub fn with_auth(mut self, auth: Auth) -> AppState {
+        self.auth = auth;
+        self
     }
 
     fn tracking_ref(&self) -> String {
@@ -124,6 +135,12 @@ pub enum ApiError {
         message: String,
     },
     Unauthorized,
+    /// Authentication was attempted and failed (401, with why).
+    Unauthenticated(String),
+    /// Authenticated, but not allowed (403): CSRF, quotas, admin-only actions.
+    Forbidden(String),
+    /// Too many attempts from this address (429).
+    TooManyRequests(std::time::Duration),
     NotFound(String),
     Conflict(String),
     Unavailable(String),
@@ -131,6 +148,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 422 naming the request field at fault.
+    pub fn field_error(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::field(field, message)
+    }
+
     fn field(field: &str, message: impl Into<String>) -> ApiError {
         ApiError::Invalid {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -159,6 +181,7 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after: Option<u64> = None;
         let (status, code, field, message) = match self {
             ApiError::Invalid {
                 status,
@@ -169,8 +192,19 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 None,
-                "send an admin API token as `Authorization: Bearer <token>`".to_owned(),
+                "sign in: send `Authorization: Bearer <access token or admin API token>`, or the session cookie".to_owned(),
             ),
+            ApiError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "unauthorized", None, m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", None, m),
+            ApiError::TooManyRequests(wait) => {
+                retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    None,
+                    "too many attempts from this address; retry after the Retry-After seconds".to_owned(),
+                )
+            }
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", None, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", None, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, m),
@@ -196,6 +230,16 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -259,6 +303,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Parses a JSON body, naming the field at fault on error.
+pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json(bytes)
+}
+
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -290,8 +339,53 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     })
 }
 
-/// The authenticated caller.
-pub struct Caller(pub Actor);
+/// The authenticated caller: an admin (admin API token, or a customer whose Telegram id is in
+/// `auth.admin_telegram_ids`) or a customer (access token as a bearer or in the session cookie).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The commit author of the changes this caller makes.
+    pub actor: Actor,
+    /// Admins see and change every tenant.
+    pub admin: bool,
+    /// The signed-in customer; None for admin API tokens.
+    pub customer: Option<Customer>,
+}
+
+impl Caller {
+    /// The customer id, when the caller is a customer.
+    pub fn customer_id(&self) -> Option<&str> {
+        self.customer.as_ref().map(|c| c.id.as_str())
+    }
+
+    /// The namespace of this caller's Idempotency-Keys.
+    fn scope(&self) -> String {
+        match &self.customer {
+            Some(c) => format!("customer:{}", c.id),
+            None => self.actor.name.clone(),
+        }
+    }
+}
+
+/// The commit author for a customer: their display name, and their email (or a stand-in naming
+/// the customer id when they gave none).
+pub fn customer_actor(customer: &Customer) -> Actor {
+    let name = crate::auth::clean_name(&customer.display_name);
+    Actor {
+        name: if name.is_empty() {
+            format!("customer {}", customer.id)
+        } else {
+            name
+        },
+        email: customer
+            .email
+            .clone()
+            .unwrap_or_else(|| format!("{}@customers.openclaw.invalid", customer.id)),
+    }
+}
+
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
 
 impl axum::extract::FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
@@ -300,22 +394,120 @@ impl axum::extract::FromRequestParts<Shared> for Caller {
         parts: &mut axum::http::request::Parts,
         state: &Shared,
     ) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        // Compare against every token so the time taken does not say which one matched.
-        let mut found = None;
-        for (actor, hash) in &state.admins {
-            if bool::from(hash.ct_eq(&presented)) {
-                found = Some(actor.clone());
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or(ApiError::Unauthorized)?;
+            // Access tokens are JWTs (three dot-separated parts); admin tokens are hex.
+            if token.contains('.') {
+                return customer_caller(state, token).await;
             }
+            return admin_caller(state, token);
         }
-        found.map(Caller).ok_or(ApiError::Unauthorized)
+        if let Some(token) = crate::auth::cookie(&parts.headers, crate::auth::ACCESS_COOKIE) {
+            if is_write(&parts.method) {
+                crate::auth::check_csrf(&parts.headers, &state.config.auth)
+                    .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+            }
+            return customer_caller(state, &token).await;
+        }
+        Err(ApiError::Unauthorized)
     }
+}
+
+fn admin_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    // Compare against every token so the time taken does not say which one matched.
+    let mut found = None;
+    for (actor, hash) in &state.admins {
+        if bool::from(hash.ct_eq(&presented)) {
+            found = Some(actor.clone());
+        }
+    }
+    found
+        .map(|actor| Caller {
+            actor,
+            admin: true,
+            customer: None,
+        })
+        .ok_or(ApiError::Unauthorized)
+}
+
+async fn customer_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let keys = state.auth.keys.as_ref().ok_or_else(|| {
+        ApiError::Unauthenticated("this api does not accept access tokens (no signing key is configured)".into())
+    })?;
+    let claims = keys
+        .verify(token)
+        .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+    let customer = state
+        .store
+        .customer(&claims.sub)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::Unauthenticated("the access token's customer does not exist".into()))?;
+    if customer.session_epoch != claims.sep {
+        return Err(ApiError::Unauthenticated(
+            "this session was ended (logged out everywhere); sign in again".into(),
+        ));
+    }
+    let admin = customer
+        .telegram_id
+        .is_some_and(|id| state.config.auth.admin_telegram_ids.contains(&id));
+    Ok(Caller {
+        actor: customer_actor(&customer),
+        admin,
+        customer: Some(customer),
+    })
+}
+
+/// THE authorization check of a tenant, used by every endpoint that reads or changes one: admins
+/// may act on any tenant; a customer only on the tenants they own. Another customer's tenant
+/// answers exactly like a missing one (404, same message), so tenant names do not leak.
+/// Returns the parsed name.
+pub async fn authorize_tenant(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<TenantName, ApiError> {
+    let name = tenant_name(name)?;
+    if caller.admin {
+        return Ok(name);
+    }
+    let owner = state
+        .store
+        .tenant(name.as_str())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .and_then(|row| row.owner_id);
+    match (owner, caller.customer_id()) {
+        (Some(owner), Some(me)) if owner == me => Ok(name),
+        _ => Err(not_found(&name)),
+    }
+}
+
+/// The tenants `caller` may see, by the same rule as [`authorize_tenant`]: every tenant for
+/// admins, their own for customers.
+pub async fn authorize_tenant_list(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Vec<crate::store::TenantRow>, ApiError> {
+    let rows = if caller.admin {
+        state.store.tenants().await
+    } else {
+        match caller.customer_id() {
+            Some(id) => state.store.tenants_of(id).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    rows.map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+fn not_found(name: &TenantName) -> ApiError {
+    ApiError::NotFound(format!("tenant {:?} does not exist", name.as_str()))
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -358,7 +550,7 @@ enum Idempotency {
 async fn idempotency(
     state: &Shared,
     headers: &HeaderMap,
-    actor: &Actor,
+    scope: &str,
     method: &Method,
     path: &str,
     body: &[u8],
@@ -383,7 +575,7 @@ async fn idempotency(
     hasher.update([0]);
     hasher.update(body);
     let request_hash = hex::encode(hasher.finalize());
-    let slot = (actor.name.clone(), key.clone());
+    let slot = (scope.to_owned(), key.clone());
     if !state
         .in_flight
         .lock()
@@ -400,7 +592,7 @@ async fn idempotency(
     };
     let stored = state
         .store
-        .idempotent_response(&actor.name, &key)
+        .idempotent_response(scope, &key)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     if let Some(stored) = stored {
@@ -424,7 +616,7 @@ async fn idempotency(
     }
     Ok(Idempotency::Fresh(
         IdempotencyKey {
-            actor: actor.name.clone(),
+            actor: scope.to_owned(),
             key,
             request_hash,
         },
@@ -439,10 +631,11 @@ async fn submit(
     method: Method,
     path: &str,
     body: &[u8],
-    actor: Actor,
+    caller: &Caller,
     make: impl AsyncFnOnce(String) -> Result<Change, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (key, _guard) = match idempotency(state, headers, &actor, &method, path, body).await? {
+    let scope = caller.scope();
+    let (key, _guard) = match idempotency(state, headers, &scope, &method, path, body).await? {
         Idempotency::Replay(response) => return Ok(response),
         Idempotency::None => (None, None),
         Idempotency::Fresh(key, guard) => (Some(key), Some(guard)),
@@ -509,7 +702,10 @@ async fn encrypt_secrets(
 pub struct ProvisionRequest {
     /// DNS-1123 label, at most 40 characters.
     pub name: String,
-    pub owner: OwnerBody,
+    /// Required from admins; a customer provisions for themselves (their Telegram id, and this
+    /// email or the one of their account).
+    #[serde(default)]
+    pub owner: Option<OwnerBody>,
     /// A tier of templates/platform.yaml.
     pub tier: String,
     /// The token BotFather issued; checked with Telegram's getMe, stored only encrypted.
@@ -523,8 +719,8 @@ pub struct ProvisionRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OwnerBody {
-    pub email: String,
-    pub telegram_user_id: i64,
+    pub email: Option<String>,
+    pub telegram_user_id: Option<i64>,
 }
 
 /// Agent settings; absent fields keep their value (or the platform default on provisioning).
@@ -588,24 +784,35 @@ fn reason(reason: Option<String>) -> Result<String, ApiError> {
     security(("bearer" = [])))]
 async fn provision(
     State(state): State<Shared>,
-    Caller(actor): Caller,
+    caller: Caller,
+    client: ClientAddr,
     headers: HeaderMap,
     JsonBody(body, raw): JsonBody<ProvisionRequest>,
 ) -> Result<Response, ApiError> {
+    if !caller.admin {
+        state
+            .auth
+            .signup_limiter
+            .check(client.0)
+            .map_err(ApiError::TooManyRequests)?;
+    }
     let st = state.clone();
+    let owner_caller = caller.clone();
     submit(
         &state,
         &headers,
         Method::POST,
         "/v1/tenants",
         &raw,
-        actor.clone(),
+        &caller,
         async move |request_id| {
             let state = st;
+            let caller = owner_caller;
             let name = tenant_name(&body.name)?;
-            let email = Email::parse(body.owner.email.clone())
-                .map_err(|m| ApiError::field("owner.email", m))?;
-            let owner_id = TelegramId::parse(body.owner.telegram_user_id)
+            let (email, owner_telegram) = requested_owner(&caller, body.owner.as_ref())?;
+            let email =
+                Email::parse(email).map_err(|m| ApiError::field("owner.email", m))?;
+            let owner_id = TelegramId::parse(owner_telegram)
                 .map_err(|m| ApiError::field("owner.telegramUserId", m))?;
             let token = BotToken::parse(&body.telegram_bot_token)
                 .map_err(|m| ApiError::field("telegramBotToken", m))?;
@@ -635,6 +842,20 @@ async fn provision(
                     "tenant {:?} already exists",
                     name.as_str()
                 )));
+            }
+            if let (false, Some(customer)) = (caller.admin, &caller.customer) {
+                let owned = state
+                    .store
+                    .tenants_of(&customer.id)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                    .len();
+                let cap = state.config.auth.max_tenants_per_customer as usize;
+                if owned >= cap {
+                    return Err(ApiError::Forbidden(format!(
+                        "you own {owned} agents, the most one account may have ({cap}); destroy one or ask support"
+                    )));
+                }
             }
             if state.config.telegram.verification == TelegramVerification::Getme {
                 match state.telegram.get_me(&token).await {
@@ -678,19 +899,140 @@ async fn provision(
                 ("gateway-token".to_owned(), random_token()),
             ]);
             let secrets_yaml = encrypt_secrets(&compiled, &name, values).await?;
+            let owner = owner_account(&state, &caller, &spec.spec.owner).await?;
             Ok(Change {
                 tenant: name.to_string(),
                 operation: Operation::Provision {
                     spec_yaml: spec.to_yaml(),
                     secrets_yaml,
+                    owner_id: Some(owner),
                 },
-                actor,
+                actor: caller.actor.clone(),
                 reason: reason(body.reason.or(settings.reason))?,
                 request_id,
             })
         },
     )
     .await
+}
+
+/// The owner's email and Telegram id a provision asks for. Customers provision for themselves:
+/// their Telegram id, and the email they send or the one of their account. Admins name the owner
+/// (or, signed in through Telegram, may leave it out to own the tenant themselves).
+fn requested_owner(caller: &Caller, owner: Option<&OwnerBody>) -> Result<(String, i64), ApiError> {
+    let sent_email = owner.and_then(|o| o.email.clone());
+    let sent_id = owner.and_then(|o| o.telegram_user_id);
+    match (&caller.customer, caller.admin) {
+        (Some(customer), admin) if !admin || owner.is_none() => {
+            let own_id = customer.telegram_id.ok_or_else(|| {
+                ApiError::field(
+                    "owner.telegramUserId",
+                    "your account has no Telegram id; sign in with Telegram first",
+                )
+            })?;
+            if sent_id.is_some_and(|id| id != own_id) {
+                return Err(ApiError::field(
+                    "owner.telegramUserId",
+                    "must be your own Telegram id: customers provision agents for themselves",
+                ));
+            }
+            let email = sent_email.or_else(|| customer.email.clone()).ok_or_else(|| {
+                ApiError::field(
+                    "owner.email",
+                    "required: send owner.email, or set it once with PATCH /v1/me",
+                )
+            })?;
+            Ok((email, own_id))
+        }
+        _ => {
+            let email = sent_email.ok_or_else(|| ApiError::field("owner.email", "missing"))?;
+            let id = sent_id.ok_or_else(|| ApiError::field("owner.telegramUserId", "missing"))?;
+            Ok((email, id))
+        }
+    }
+}
+
+/// The customer who will own a new tenant: the calling customer (whose email is recorded if
+/// their account had none), or for admins the customer with the owner's Telegram id or email,
+/// created when there is none.
+async fn owner_account(state: &AppState, caller: &Caller, owner: &Owner) -> Result<String, ApiError> {
+    let unavailable = |e: crate::store::StoreError| ApiError::Unavailable(e.to_string());
+    let email = owner.email.to_string();
+    let telegram = owner.telegram_user_id.get();
+    if let Some(customer) = &caller.customer {
+        if customer.telegram_id == Some(telegram) {
+            if customer.email.is_none() {
+                record_email(state, &customer.id, &email).await?;
+            }
+            return Ok(customer.id.clone());
+        }
+    }
+    if let Some(found) = state.store.customer_by_telegram(telegram).await.map_err(unavailable)? {
+        return Ok(found.id);
+    }
+    if let Some(found) = state.store.customer_by_email(&email).await.map_err(unavailable)? {
+        return Ok(found.id);
+    }
+    let customer = Customer::new(
+        Some(email.clone()),
+        Some(telegram),
+        email,
+        crate::auth::now_s() * 1000,
+    );
+    match state.store.insert_customer(&customer).await {
+        Ok(()) => Ok(customer.id),
+        // A sign-in created the same customer meanwhile.
+        Err(e) => match state.store.customer_by_telegram(telegram).await.map_err(unavailable)? {
+            Some(found) => Ok(found.id),
+            None => Err(unavailable(e)),
+        },
+    }
+}
+
+/// Records a customer's email; another account holding it is a conflict.
+pub(crate) async fn record_email(state: &AppState, customer_id: &str, email: &str) -> Result<(), ApiError> {
+    if let Some(other) = state
+        .store
+        .customer_by_email(email)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    {
+        if other.id != customer_id {
+            return Err(ApiError::Conflict(
+                "this email belongs to another account".into(),
+            ));
+        }
+        return Ok(());
+    }
+    state
+        .store
+        .update_customer(customer_id, Some(email), None)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+/// The client's address (see [`crate::auth::client_address`]): the peer, or what a trusted proxy
+/// says in X-Forwarded-For.
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl axum::extract::FromRequestParts<Shared> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Shared,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Ok(ClientAddr(crate::auth::client_address(
+            peer,
+            &parts.headers,
+            &state.auth.trusted_proxies,
+        )))
+    }
 }
 
 fn prefix(e: ChangeError, prefix: &str) -> ApiError {
@@ -709,12 +1051,13 @@ fn prefix(e: ChangeError, prefix: &str) -> ApiError {
     security(("bearer" = [])))]
 async fn update_settings(
     State(state): State<Shared>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     JsonBody(body, raw): JsonBody<SettingsBody>,
 ) -> Result<Response, ApiError> {
-    let name = tenant_name(&name)?;
+    let name = authorize_tenant(&state, &caller, &name).await?;
+    let actor = caller.actor.clone();
     let st = state.clone();
     let path = format!("/v1/tenants/{name}/settings");
     submit(
@@ -723,7 +1066,7 @@ async fn update_settings(
         Method::PATCH,
         &path,
         &raw,
-        actor.clone(),
+        &caller,
         async move |request_id| {
             let compiled = compiled(&st).await?;
             if let Some(model) = &body.model {
@@ -764,14 +1107,15 @@ async fn update_settings(
 
 async fn simple(
     state: Shared,
-    actor: Actor,
+    caller: Caller,
     name: String,
     headers: HeaderMap,
     raw: Bytes,
     reason_text: Option<String>,
     operation: Operation,
 ) -> Result<Response, ApiError> {
-    let name = tenant_name(&name)?;
+    let name = authorize_tenant(&state, &caller, &name).await?;
+    let actor = caller.actor.clone();
     let path = format!("/v1/tenants/{name}/{}", operation.action());
     submit(
         &state,
@@ -779,7 +1123,7 @@ async fn simple(
         Method::POST,
         &path,
         &raw,
-        actor.clone(),
+        &caller,
         async move |request_id| {
             Ok(Change {
                 tenant: name.to_string(),
@@ -808,7 +1152,7 @@ fn optional_body<T: DeserializeOwned + Default>(raw: &Bytes) -> Result<T, ApiErr
     security(("bearer" = [])))]
 async fn suspend(
     State(state): State<Shared>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     raw: Bytes,
@@ -816,7 +1160,7 @@ async fn suspend(
     let body: ReasonBody = optional_body(&raw)?;
     simple(
         state,
-        actor,
+        caller,
         name,
         headers,
         raw,
@@ -833,7 +1177,7 @@ async fn suspend(
     security(("bearer" = [])))]
 async fn reactivate(
     State(state): State<Shared>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     raw: Bytes,
@@ -841,7 +1185,7 @@ async fn reactivate(
     let body: ReasonBody = optional_body(&raw)?;
     simple(
         state,
-        actor,
+        caller,
         name,
         headers,
         raw,
@@ -858,7 +1202,7 @@ async fn reactivate(
     security(("bearer" = [])))]
 async fn resize(
     State(state): State<Shared>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     JsonBody(body, raw): JsonBody<ResizeBody>,
@@ -867,7 +1211,7 @@ async fn resize(
     check_tier(&compiled.platform, &body.tier)?;
     simple(
         state,
-        actor,
+        caller,
         name,
         headers,
         raw,
@@ -884,13 +1228,14 @@ async fn resize(
     security(("bearer" = [])))]
 async fn rotate_proxy_token(
     State(state): State<Shared>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let body: ReasonBody = optional_body(&raw)?;
-    let name = tenant_name(&name)?;
+    let name = authorize_tenant(&state, &caller, &name).await?;
+    let actor = caller.actor.clone();
     let st = state.clone();
     let path = format!("/v1/tenants/{name}/rotate-proxy-token");
     submit(
@@ -899,7 +1244,7 @@ async fn rotate_proxy_token(
         Method::POST,
         &path,
         &raw,
-        actor.clone(),
+        &caller,
         async move |request_id| {
             // The other secrets stay as they are: read them from the head.
             let secrets = current_secrets(&st, name.as_str()).await?;
@@ -963,12 +1308,13 @@ async fn current_secrets(state: &Shared, name: &str) -> Result<BTreeMap<String, 
     security(("bearer" = [])))]
 async fn destroy(
     State(state): State<Shared>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(name): Path<String>,
     Query(query): Query<DestroyQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = tenant_name(&name)?;
+    let name = authorize_tenant(&state, &caller, &name).await?;
+    let actor = caller.actor.clone();
     let path = format!("/v1/tenants/{name}");
     submit(
         &state,
@@ -976,7 +1322,7 @@ async fn destroy(
         Method::DELETE,
         &path,
         b"",
-        actor.clone(),
+        &caller,
         async move |request_id| {
             Ok(Change {
                 tenant: name.to_string(),
@@ -995,10 +1341,10 @@ async fn destroy(
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_tenant(
     State(state): State<Shared>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<TenantView>, ApiError> {
-    let name = tenant_name(&name)?;
+    let name = authorize_tenant(&state, &caller, &name).await?;
     let hint = state
         .store
         .tenant(name.as_str())
@@ -1028,11 +1374,11 @@ async fn get_tenant(
     responses((status = 200, body = [HistoryEntry]), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn history(
     State(state): State<Shared>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
-    let name = tenant_name(&name)?;
+    let name = authorize_tenant(&state, &caller, &name).await?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Invalid {
@@ -1097,7 +1443,9 @@ async fn metrics_endpoint(State(state): State<Shared>) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "openclaw-cloud api", description = "Tenant lifecycle as GitOps commits. See docs/api.md."),
-    paths(provision, update_settings, suspend, reactivate, resize, rotate_proxy_token, destroy, get_tenant, history, healthz, readyz, metrics_endpoint),
+    paths(provision, update_settings, suspend, reactivate, resize, rotate_proxy_token, destroy, get_tenant, history, healthz, readyz, metrics_endpoint,
+        sessions::list_tenants, sessions::telegram_login, sessions::telegram_callback, sessions::dev_login, sessions::refresh, sessions::logout,
+        sessions::logout_all, sessions::me, sessions::update_me, sessions::jwks),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -1146,7 +1494,15 @@ async fn fallback() -> ApiError {
 pub fn router(state: Shared) -> Router {
     let x_request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
-        .route("/v1/tenants", post(provision))
+        .route("/v1/tenants", post(provision).get(sessions::list_tenants))
+        .route("/v1/auth/telegram", post(sessions::telegram_login))
+        .route("/v1/auth/telegram/callback", get(sessions::telegram_callback))
+        .route("/v1/auth/dev-login", post(sessions::dev_login))
+        .route("/v1/auth/refresh", post(sessions::refresh))
+        .route("/v1/auth/logout", post(sessions::logout))
+        .route("/v1/auth/logout-all", post(sessions::logout_all))
+        .route("/v1/me", get(sessions::me).patch(sessions::update_me))
+        .route("/.well-known/jwks.json", get(sessions::jwks))
         .route("/v1/tenants/{name}", get(get_tenant).delete(destroy))
         .route("/v1/tenants/{name}/settings", patch(update_settings))
         .route("/v1/tenants/{name}/suspend", post(suspend))

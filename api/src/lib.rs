@@ -3,7 +3,8 @@
 //!
 //! Code map:
 //! - [`config`]: layered configuration (defaults, TOML file, environment).
-//! - [`store`]: the database (tenants index, outbox, idempotency keys); SQLite or PostgreSQL.
+//! - [`store`]: the database (tenants index, customers, sessions, outbox, idempotency keys);
+//!   SQLite or PostgreSQL.
 //! - [`state_repo`]: git plumbing: in-memory trees, commits, fetch and push. Knows no tenants.
 //! - [`lifecycle`]: what each action does to a tenant's files; links the compiler.
 //! - [`writer`]: the single writer thread: batching, outbox, push retries, crash replay.
@@ -11,7 +12,10 @@
 //! - [`telegram`]: bot token format and getMe.
 //! - [`usage`]: the usage ledger (proxy ingest, aggregates, customer usage); [`budget`]: the
 //!   budget feed the proxies poll.
-//! - [`http`]: routes, errors, auth, idempotency, ops endpoints, OpenAPI.
+//! - [`http`]: routes, errors, callers and the tenant authorization check
+//!   ([`http::authorize_tenant`]), idempotency, ops endpoints, OpenAPI.
+//! - [`auth`]: sign-in primitives: Telegram login check, RS256 access tokens and JWKS, refresh
+//!   tokens, cookies, CSRF, client addresses, rate limits. [`sessions`]: their HTTP endpoints.
 //! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform.
 //!
 //! Invariants: only the writer thread moves the state repo's branch; no plaintext secret reaches
@@ -19,11 +23,13 @@
 
 pub mod app;
 pub mod budget;
+pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
 pub mod lifecycle;
 pub mod reader;
+pub mod sessions;
 pub mod state_repo;
 pub mod store;
 pub mod telegram;

@@ -43,6 +43,9 @@ pub enum Operation {
     Provision {
         spec_yaml: String,
         secrets_yaml: String,
+        /// The customer who owns the new tenant (recorded in the tenants index).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner_id: Option<String>,
     },
     UpdateSettings {
         model: Option<String>,
@@ -64,6 +67,14 @@ pub enum Operation {
 
 impl Operation {
     /// The `Action:` trailer.
+    /// The owner a change records in the tenants index (provisioning only).
+    pub fn owner_id(&self) -> Option<String> {
+        match self {
+            Operation::Provision { owner_id, .. } => owner_id.clone(),
+            _ => None,
+        }
+    }
+
     pub fn action(&self) -> &'static str {
         match self {
             Operation::Provision { .. } => "provision",
@@ -153,6 +164,7 @@ pub fn plan(
         Operation::Provision {
             spec_yaml,
             secrets_yaml,
+            ..
         } => {
             if current.is_some() {
                 return Err(ChangeError::AlreadyExists(name.to_owned()));

@@ -45,6 +45,10 @@ enum Command {
         /// token's format only (and says so).
         #[arg(long)]
         telegram_base_url: Option<String>,
+        /// Turn off the dev login (sign-in by Telegram id without Telegram). It is on by default
+        /// and refused on a non-loopback --listen address.
+        #[arg(long)]
+        no_dev_login: bool,
     },
     /// Print the SHA-256 of a token read from standard input (for `admin_tokens` in the config).
     HashToken,
@@ -91,12 +95,14 @@ async fn main() -> anyhow::Result<()> {
             checkout,
             listen,
             telegram_base_url,
+            no_dev_login,
         } => {
             init_logging(cli.log_json);
             let paths = DevPaths { root: data_dir };
             let (token, recipient) =
                 dev::prepare(&paths, &checkout).context("preparing the dev data folder")?;
-            let config = dev::config(&paths, &token, telegram_base_url.as_deref(), listen);
+            let mut config = dev::config(&paths, &token, telegram_base_url.as_deref(), listen);
+            config.auth.dev_login = !no_dev_login;
             config.check()?;
             let running = app::start(config.clone(), app::shutdown_signal()).await?;
             let mut shown = config.clone();

@@ -30,7 +30,8 @@ pub struct Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
     pub name: String,
-    pub owner_email: String,
+    /// The owning customer; None for a tenant the index knows no owner of.
+    pub owner_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_commit: String,
@@ -39,8 +40,9 @@ pub struct TenantRow {
 /// What a change does to the tenants index.
 #[derive(Debug, Clone)]
 pub enum IndexEffect {
-    /// The tenant exists after the change (created or updated).
-    Upsert { owner_email: String },
+    /// The tenant exists after the change (created or updated). `owner_id` is set by a
+    /// provision; None keeps the recorded owner.
+    Upsert { owner_id: Option<String> },
     /// The tenant is gone after the change.
     Remove,
 }
@@ -133,7 +135,7 @@ impl Store {
 
     pub async fn tenant(&self, name: &str) -> Result<Option<TenantRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, owner_email, created_at, updated_at, last_commit FROM tenants WHERE name = $1",
+            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -151,7 +153,7 @@ impl Store {
     /// Every tenant in the index, sorted by name.
     pub async fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, owner_email, created_at, updated_at, last_commit FROM tenants ORDER BY name",
+            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -188,15 +190,15 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for change in batch {
             match &change.index {
-                IndexEffect::Upsert { owner_email } => {
+                IndexEffect::Upsert { owner_id } => {
                     sqlx::query(
-                        "INSERT INTO tenants (name, owner_email, created_at, updated_at, last_commit) \
+                        "INSERT INTO tenants (name, owner_id, created_at, updated_at, last_commit) \
                          VALUES ($1, $2, $3, $3, $4) \
-                         ON CONFLICT (name) DO UPDATE SET owner_email = excluded.owner_email, \
+                         ON CONFLICT (name) DO UPDATE SET owner_id = COALESCE(excluded.owner_id, tenants.owner_id), \
                          updated_at = excluded.updated_at, last_commit = excluded.last_commit",
                     )
                     .bind(&change.tenant)
-                    .bind(owner_email)
+                    .bind(owner_id.clone())
                     .bind(change.at)
                     .bind(&change.commit_id)
                     .execute(&mut *tx)
@@ -251,14 +253,14 @@ impl Store {
             match &change.prior {
                 Some(prior) => {
                     sqlx::query(
-                        "INSERT INTO tenants (name, owner_email, created_at, updated_at, last_commit) \
+                        "INSERT INTO tenants (name, owner_id, created_at, updated_at, last_commit) \
                          VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (name) DO UPDATE SET owner_email = excluded.owner_email, \
+                         ON CONFLICT (name) DO UPDATE SET owner_id = excluded.owner_id, \
                          created_at = excluded.created_at, updated_at = excluded.updated_at, \
                          last_commit = excluded.last_commit",
                     )
                     .bind(&prior.name)
-                    .bind(&prior.owner_email)
+                    .bind(prior.owner_id.clone())
                     .bind(prior.created_at)
                     .bind(prior.updated_at)
                     .bind(&prior.last_commit)
@@ -363,10 +365,303 @@ impl Store {
     }
 }
 
+/// A customer account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub email: Option<String>,
+    pub telegram_id: Option<i64>,
+    pub display_name: String,
+    pub created_at: i64,
+    pub session_epoch: i64,
+}
+
+impl Customer {
+    /// A new customer with a fresh opaque id.
+    pub fn new(
+        email: Option<String>,
+        telegram_id: Option<i64>,
+        display_name: String,
+        now: i64,
+    ) -> Customer {
+        Customer {
+            id: format!("cus_{}", uuid::Uuid::new_v4().simple()),
+            email,
+            telegram_id,
+            display_name,
+            created_at: now,
+            session_epoch: 0,
+        }
+    }
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The token was valid; it is now used and the new one (same family) stored.
+    Rotated { customer_id: String },
+    /// The token had been rotated already: its whole family is now revoked.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+const CUSTOMER_COLUMNS: &str = "id, email, telegram_id, display_name, created_at, session_epoch";
+
+fn customer_row(r: &sqlx::any::AnyRow) -> Result<Customer, StoreError> {
+    Ok(Customer {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        telegram_id: r.try_get("telegram_id")?,
+        display_name: r.try_get("display_name")?,
+        created_at: r.try_get("created_at")?,
+        session_epoch: r.try_get("session_epoch")?,
+    })
+}
+
+/// Accounts and sessions.
+impl Store {
+    async fn customer_where(
+        &self,
+        column: &str,
+        value: CustomerKey<'_>,
+    ) -> Result<Option<Customer>, StoreError> {
+        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE {column} = $1");
+        let query = sqlx::query(&sql);
+        let query = match value {
+            CustomerKey::Text(v) => query.bind(v.to_owned()),
+            CustomerKey::Number(v) => query.bind(v),
+        };
+        let row = query.fetch_optional(&self.pool).await?;
+        row.map(|r| customer_row(&r)).transpose()
+    }
+
+    pub async fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        self.customer_where("id", CustomerKey::Text(id)).await
+    }
+
+    pub async fn customer_by_telegram(
+        &self,
+        telegram_id: i64,
+    ) -> Result<Option<Customer>, StoreError> {
+        self.customer_where("telegram_id", CustomerKey::Number(telegram_id))
+            .await
+    }
+
+    pub async fn customer_by_email(&self, email: &str) -> Result<Option<Customer>, StoreError> {
+        self.customer_where("email", CustomerKey::Text(email)).await
+    }
+
+    pub async fn insert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO customers (id, email, telegram_id, display_name, created_at, session_epoch) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&customer.id)
+        .bind(customer.email.clone())
+        .bind(customer.telegram_id)
+        .bind(&customer.display_name)
+        .bind(customer.created_at)
+        .bind(customer.session_epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The customer with this Telegram id, created on first sign-in. Two first sign-ins racing
+    /// end with one customer (the loser of the insert reads the winner's row).
+    pub async fn customer_for_telegram(
+        &self,
+        telegram_id: i64,
+        display_name: &str,
+        now: i64,
+    ) -> Result<Customer, StoreError> {
+        if let Some(found) = self.customer_by_telegram(telegram_id).await? {
+            return Ok(found);
+        }
+        let customer = Customer::new(None, Some(telegram_id), display_name.to_owned(), now);
+        match self.insert_customer(&customer).await {
+            Ok(()) => Ok(customer),
+            Err(e) => match self.customer_by_telegram(telegram_id).await? {
+                Some(found) => Ok(found),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Changes a customer's email and display name (None keeps the value).
+    pub async fn update_customer(
+        &self,
+        id: &str,
+        email: Option<&str>,
+        display_name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE customers SET email = COALESCE($1, email), display_name = COALESCE($2, display_name) WHERE id = $3",
+        )
+        .bind(email.map(str::to_owned))
+        .bind(display_name.map(str::to_owned))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The tenants a customer owns, sorted by name.
+    pub async fn tenants_of(&self, owner_id: &str) -> Result<Vec<TenantRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants WHERE owner_id = $1 ORDER BY name",
+        )
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_row).collect()
+    }
+
+    /// Starts a refresh token family with its first token.
+    pub async fn start_refresh_family(
+        &self,
+        customer_id: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let family = format!("fam_{}", uuid::Uuid::new_v4().simple());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO refresh_families (id, customer_id, created_at, revoked_at) VALUES ($1, $2, $3, NULL)",
+        )
+        .bind(&family)
+        .bind(customer_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(token_hash)
+        .bind(&family)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Uses a refresh token: a valid one is marked used and `new_hash` joins its family; a used
+    /// one revokes the family (someone replayed a stolen token, or the owner did after theft).
+    pub async fn rotate_refresh(
+        &self,
+        token_hash: &str,
+        new_hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT t.family_id, t.expires_at, t.used_at, f.customer_id, f.revoked_at \
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let family: String = row.try_get("family_id")?;
+        let expires: i64 = row.try_get("expires_at")?;
+        let used: Option<i64> = row.try_get("used_at")?;
+        let revoked: Option<i64> = row.try_get("revoked_at")?;
+        let customer_id: String = row.try_get("customer_id")?;
+        if revoked.is_some() {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let claimed = if used.is_none() {
+            sqlx::query(
+                "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1
+        } else {
+            false
+        };
+        if !claimed {
+            sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&family)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if expires <= now {
+            tx.commit().await?;
+            return Ok(RefreshOutcome::Invalid);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(new_hash)
+        .bind(&family)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RefreshOutcome::Rotated { customer_id })
+    }
+
+    /// Revokes the family of a refresh token (logout); false when the token is unknown.
+    pub async fn revoke_refresh_family(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1 WHERE revoked_at IS NULL AND id = \
+             (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends every session of a customer: revokes all refresh families and moves the session
+    /// epoch on, so that access tokens issued before are refused too.
+    pub async fn end_all_sessions(&self, customer_id: &str, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1 WHERE customer_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE customers SET session_epoch = session_epoch + 1 WHERE id = $1")
+            .bind(customer_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+enum CustomerKey<'a> {
+    Text(&'a str),
+    Number(i64),
+}
+
 fn tenant_row(r: &sqlx::any::AnyRow) -> Result<TenantRow, StoreError> {
     Ok(TenantRow {
         name: r.try_get("name")?,
-        owner_email: r.try_get("owner_email")?,
+        owner_id: r.try_get("owner_id")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         last_commit: r.try_get("last_commit")?,
@@ -405,7 +700,7 @@ mod tests {
         let store = Store::connect(&url, 2).await.unwrap();
         assert_eq!(store.next_seq().await.unwrap(), 1);
         let upsert = || IndexEffect::Upsert {
-            owner_email: "a@example.com".into(),
+            owner_id: None,
         };
         store
             .record_batch(&[change(1, "acme", upsert(), None)])

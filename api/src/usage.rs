@@ -117,11 +117,13 @@ impl axum::extract::FromRequestParts<Shared> for ProxyCaller {
     }
 }
 
-/// Whether `caller` may see `tenant`'s usage. Every caller is an admin today, and admins see all
-/// tenants; once customer accounts exist this becomes their ownership check.
-async fn authorize(_state: &Shared, caller: &Caller, _tenant: &TenantName) -> Result<(), ApiError> {
-    let Caller(_admin) = caller;
-    Ok(())
+/// Whether `caller` may see `tenant`'s usage: the tenant authorization check of every tenant
+/// endpoint ([`crate::http::authorize_tenant`]): admins see all tenants, customers their own,
+/// and another customer's tenant is a 404.
+async fn authorize(state: &Shared, caller: &Caller, tenant: &TenantName) -> Result<(), ApiError> {
+    crate::http::authorize_tenant(state, caller, tenant.as_str())
+        .await
+        .map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------------

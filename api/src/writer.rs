@@ -432,7 +432,9 @@ impl Writer {
                         change_json: serde_json::to_string(&change).expect("a change serialises"),
                         commit_id: commit.to_string(),
                         index: match owner_email {
-                            Some(owner_email) => IndexEffect::Upsert { owner_email },
+                            Some(_) => IndexEffect::Upsert {
+                                owner_id: change.operation.owner_id(),
+                            },
                             None => IndexEffect::Remove,
                         },
                         idempotency: idempotency.map(|k| IdempotencyRecord {
