@@ -127,14 +127,14 @@ pub async fn start(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = signal => {}
-                    _ = stopped => {}
-                }
-                tracing::info!("shutting down: finishing in-flight requests");
-            })
-            .await
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = signal => {}
+                _ = stopped => {}
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await
     });
     tracing::info!(%addr, "api listening");
     Ok(Running {

@@ -56,7 +56,9 @@ pub enum LoginError {
     #[error("{field}: {message}")]
     Malformed { field: String, message: String },
     /// The hash does not match: forged or tampered data (401).
-    #[error("the login data's signature does not match; sign in again through the Telegram widget")]
+    #[error(
+        "the login data's signature does not match; sign in again through the Telegram widget"
+    )]
     BadSignature,
     /// `auth_date` is older than the allowed age (401).
     #[error("the login data is too old (auth_date more than {0} seconds ago); sign in again")]
@@ -363,7 +365,8 @@ impl Keys {
         };
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("RS256 signing with a checked key")
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .expect("RS256 signing with a checked key")
     }
 
     /// Verifies an access token: RS256 only, a known `kid`, signature, `exp`, `iss`, `aud`.
@@ -458,9 +461,21 @@ pub fn set_cookie(
 
 /// The cookies of a browser session: access token (HttpOnly, Lax, whole api), refresh token
 /// (HttpOnly, Strict, `/v1/auth` only) and CSRF token (readable, Strict).
-pub fn session_cookies(access: &str, refresh: &str, csrf: &str, auth: &AuthConfig) -> Vec<HeaderValue> {
+pub fn session_cookies(
+    access: &str,
+    refresh: &str,
+    csrf: &str,
+    auth: &AuthConfig,
+) -> Vec<HeaderValue> {
     vec![
-        set_cookie(ACCESS_COOKIE, access, "/", auth.access_ttl_seconds as i64, true, "Lax"),
+        set_cookie(
+            ACCESS_COOKIE,
+            access,
+            "/",
+            auth.access_ttl_seconds as i64,
+            true,
+            "Lax",
+        ),
         set_cookie(
             REFRESH_COOKIE,
             refresh,
@@ -469,7 +484,14 @@ pub fn session_cookies(access: &str, refresh: &str, csrf: &str, auth: &AuthConfi
             true,
             "Strict",
         ),
-        set_cookie(CSRF_COOKIE, csrf, "/", auth.refresh_ttl_seconds as i64, false, "Strict"),
+        set_cookie(
+            CSRF_COOKIE,
+            csrf,
+            "/",
+            auth.refresh_ttl_seconds as i64,
+            false,
+            "Strict",
+        ),
     ]
 }
 
@@ -487,7 +509,9 @@ pub fn clear_cookies() -> Vec<HeaderValue> {
 pub enum CsrfError {
     #[error("the request's Origin {0:?} may not send cookie-authenticated writes")]
     Origin(String),
-    #[error("cookie-authenticated writes must repeat the oc_csrf cookie in the X-CSRF-Token header")]
+    #[error(
+        "cookie-authenticated writes must repeat the oc_csrf cookie in the X-CSRF-Token header"
+    )]
     Token,
 }
 
@@ -507,7 +531,7 @@ pub fn check_csrf(headers: &HeaderMap, auth: &AuthConfig) -> Result<(), CsrfErro
                 .or_else(|| origin.strip_prefix("http://"));
             !host.is_empty() && origin_host == Some(host)
         } else {
-            auth.allowed_origins.iter().any(|o| *o == origin)
+            auth.allowed_origins.contains(&origin)
         };
         if !allowed {
             return Err(CsrfError::Origin(origin));
@@ -665,13 +689,17 @@ mod tests {
         // The reference computation, written out: HMAC-SHA256(key = SHA-256(bot token),
         // data-check-string), hex.
         let dcs = "auth_date=1700000000\nfirst_name=Ada\nid=42";
-        let mut mac = Hmac::<Sha256>::new_from_slice(&Sha256::digest(b"123:platform-bot-token"))
-            .unwrap();
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&Sha256::digest(b"123:platform-bot-token")).unwrap();
         mac.update(dcs.as_bytes());
         let reference = hex::encode(mac.finalize().into_bytes());
         let fields = signed(
             &secret,
-            &[("id", "42"), ("first_name", "Ada"), ("auth_date", "1700000000")],
+            &[
+                ("id", "42"),
+                ("first_name", "Ada"),
+                ("auth_date", "1700000000"),
+            ],
         );
         assert_eq!(fields["hash"], reference);
         let user = verify_telegram_login(&fields, &secret, 1_700_000_100, 3600).unwrap();
@@ -685,7 +713,11 @@ mod tests {
         let now = 1_700_000_000;
         let good = signed(
             &secret,
-            &[("id", "42"), ("first_name", "Ada"), ("auth_date", &now.to_string())],
+            &[
+                ("id", "42"),
+                ("first_name", "Ada"),
+                ("auth_date", &now.to_string()),
+            ],
         );
         verify_telegram_login(&good, &secret, now, 3600).unwrap();
 
@@ -729,7 +761,10 @@ mod tests {
     fn client_address_trusts_only_configured_proxies() {
         let proxies = vec![parse_net("10.0.0.0/8").unwrap()];
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7".parse().unwrap());
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 1.2.3.4, 10.0.0.7".parse().unwrap(),
+        );
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let stranger: IpAddr = "5.5.5.5".parse().unwrap();
         assert_eq!(
@@ -753,7 +788,10 @@ mod tests {
         headers.insert(CSRF_HEADER, "abc".parse().unwrap());
         assert_eq!(check_csrf(&headers, &auth), Ok(()));
         headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert!(matches!(check_csrf(&headers, &auth), Err(CsrfError::Origin(_))));
+        assert!(matches!(
+            check_csrf(&headers, &auth),
+            Err(CsrfError::Origin(_))
+        ));
         headers.insert(header::ORIGIN, "https://api.example.com".parse().unwrap());
         assert_eq!(check_csrf(&headers, &auth), Ok(()));
     }
@@ -821,7 +859,11 @@ mod tests {
         let claims = serde_json::json!({"iss": "openclaw-api", "aud": "openclaw-cloud", "sub": "cus_1",
             "exp": now + 600, "iat": now, "jti": "x", "sep": 0});
         // alg none, unsigned.
-        let none = forge(&serde_json::json!({"alg": "none", "typ": "JWT", "kid": "k1"}), &claims, b"");
+        let none = forge(
+            &serde_json::json!({"alg": "none", "typ": "JWT", "kid": "k1"}),
+            &claims,
+            b"",
+        );
         assert!(keys.verify(&none).is_err());
         // HS256 keyed with the public key (the classic confusion).
         let public_pem = {
@@ -863,7 +905,12 @@ mod tests {
         let mut forged_claims = serde_json::json!({"iss": "openclaw-api", "aud": "openclaw-cloud", "sub": "cus_admin",
             "exp": now + 600, "iat": now, "jti": "x", "sep": 0});
         forged_claims["sub"] = "cus_2".into();
-        let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(forged_claims.to_string()), parts[2]);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(forged_claims.to_string()),
+            parts[2]
+        );
         assert_eq!(keys.verify(&tampered), Err(TokenError::Signature));
     }
 
@@ -871,7 +918,11 @@ mod tests {
     fn previous_keys_still_verify_during_rotation() {
         let old = keys_with("old", &test_key(1), &[]);
         let token = old.issue("cus_1", 0, now_s());
-        let rotated = keys_with("new", &test_key(0), &[("old".into(), test_key(1).to_public_key())]);
+        let rotated = keys_with(
+            "new",
+            &test_key(0),
+            &[("old".into(), test_key(1).to_public_key())],
+        );
         assert_eq!(rotated.verify(&token).unwrap().sub, "cus_1");
         assert_eq!(rotated.jwks()["keys"].as_array().unwrap().len(), 2);
         let after = keys_with("new", &test_key(0), &[]);
@@ -886,7 +937,10 @@ mod tests {
         assert!(limiter.check(a).is_ok());
         assert!(limiter.check(a).is_ok());
         let wait = limiter.check(a).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         assert!(limiter.check(b).is_ok(), "addresses are limited separately");
     }
 }

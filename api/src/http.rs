@@ -31,13 +31,13 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::auth::Auth;
 use crate::config::{Config, TelegramVerification};
 use crate::lifecycle::{
     check_allow_from, check_model, check_tier, compiled_for, Actor, Change, ChangeError, Compiled,
     Operation,
 };
 use crate::reader::{HistoryEntry, TenantView};
-use crate::auth::Auth;
 use crate::sessions;
 use crate::store::{Customer, Store};
 use crate::telegram::{BotToken, Telegram, TelegramError};
@@ -438,7 +438,9 @@ fn admin_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
 
 async fn customer_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let keys = state.auth.keys.as_ref().ok_or_else(|| {
-        ApiError::Unauthenticated("this api does not accept access tokens (no signing key is configured)".into())
+        ApiError::Unauthenticated(
+            "this api does not accept access tokens (no signing key is configured)".into(),
+        )
     })?;
     let claims = keys
         .verify(token)
@@ -448,7 +450,9 @@ async fn customer_caller(state: &AppState, token: &str) -> Result<Caller, ApiErr
         .customer(&claims.sub)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        .ok_or_else(|| ApiError::Unauthenticated("the access token's customer does not exist".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthenticated("the access token's customer does not exist".into())
+        })?;
     if customer.session_epoch != claims.sep {
         return Err(ApiError::Unauthenticated(
             "this session was ended (logged out everywhere); sign in again".into(),
@@ -900,6 +904,13 @@ async fn provision(
             ]);
             let secrets_yaml = encrypt_secrets(&compiled, &name, values).await?;
             let owner = owner_account(&state, &caller, &spec.spec.owner).await?;
+            let mut actor = caller.actor.clone();
+            if let Some(customer) = &caller.customer {
+                // The email just recorded on the account becomes the author's email.
+                if customer.email.is_none() && customer.id == owner {
+                    actor.email = spec.spec.owner.email.to_string();
+                }
+            }
             Ok(Change {
                 tenant: name.to_string(),
                 operation: Operation::Provision {
@@ -907,7 +918,7 @@ async fn provision(
                     secrets_yaml,
                     owner_id: Some(owner),
                 },
-                actor: caller.actor.clone(),
+                actor,
                 reason: reason(body.reason.or(settings.reason))?,
                 request_id,
             })
@@ -936,12 +947,14 @@ fn requested_owner(caller: &Caller, owner: Option<&OwnerBody>) -> Result<(String
                     "must be your own Telegram id: customers provision agents for themselves",
                 ));
             }
-            let email = sent_email.or_else(|| customer.email.clone()).ok_or_else(|| {
-                ApiError::field(
-                    "owner.email",
-                    "required: send owner.email, or set it once with PATCH /v1/me",
-                )
-            })?;
+            let email = sent_email
+                .or_else(|| customer.email.clone())
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "owner.email",
+                        "required: send owner.email, or set it once with PATCH /v1/me",
+                    )
+                })?;
             Ok((email, own_id))
         }
         _ => {
@@ -955,7 +968,11 @@ fn requested_owner(caller: &Caller, owner: Option<&OwnerBody>) -> Result<(String
 /// The customer who will own a new tenant: the calling customer (whose email is recorded if
 /// their account had none), or for admins the customer with the owner's Telegram id or email,
 /// created when there is none.
-async fn owner_account(state: &AppState, caller: &Caller, owner: &Owner) -> Result<String, ApiError> {
+async fn owner_account(
+    state: &AppState,
+    caller: &Caller,
+    owner: &Owner,
+) -> Result<String, ApiError> {
     let unavailable = |e: crate::store::StoreError| ApiError::Unavailable(e.to_string());
     let email = owner.email.to_string();
     let telegram = owner.telegram_user_id.get();
@@ -967,10 +984,20 @@ async fn owner_account(state: &AppState, caller: &Caller, owner: &Owner) -> Resu
             return Ok(customer.id.clone());
         }
     }
-    if let Some(found) = state.store.customer_by_telegram(telegram).await.map_err(unavailable)? {
+    if let Some(found) = state
+        .store
+        .customer_by_telegram(telegram)
+        .await
+        .map_err(unavailable)?
+    {
         return Ok(found.id);
     }
-    if let Some(found) = state.store.customer_by_email(&email).await.map_err(unavailable)? {
+    if let Some(found) = state
+        .store
+        .customer_by_email(&email)
+        .await
+        .map_err(unavailable)?
+    {
         return Ok(found.id);
     }
     let customer = Customer::new(
@@ -982,7 +1009,12 @@ async fn owner_account(state: &AppState, caller: &Caller, owner: &Owner) -> Resu
     match state.store.insert_customer(&customer).await {
         Ok(()) => Ok(customer.id),
         // A sign-in created the same customer meanwhile.
-        Err(e) => match state.store.customer_by_telegram(telegram).await.map_err(unavailable)? {
+        Err(e) => match state
+            .store
+            .customer_by_telegram(telegram)
+            .await
+            .map_err(unavailable)?
+        {
             Some(found) => Ok(found.id),
             None => Err(unavailable(e)),
         },
@@ -990,7 +1022,11 @@ async fn owner_account(state: &AppState, caller: &Caller, owner: &Owner) -> Resu
 }
 
 /// Records a customer's email; another account holding it is a conflict.
-pub(crate) async fn record_email(state: &AppState, customer_id: &str, email: &str) -> Result<(), ApiError> {
+pub(crate) async fn record_email(
+    state: &AppState,
+    customer_id: &str,
+    email: &str,
+) -> Result<(), ApiError> {
     if let Some(other) = state
         .store
         .customer_by_email(email)

@@ -130,10 +130,7 @@ fn login_error(e: LoginError) -> ApiError {
 }
 
 /// Issues an access token and starts a refresh family.
-async fn new_session(
-    state: &AppState,
-    customer: &Customer,
-) -> Result<(String, String), ApiError> {
+async fn new_session(state: &AppState, customer: &Customer) -> Result<(String, String), ApiError> {
     let keys = keys(state)?;
     let now = now_s();
     let access = keys.issue(&customer.id, customer.session_epoch, now);
@@ -147,7 +144,12 @@ async fn new_session(
     Ok((access, refresh))
 }
 
-fn session_json(state: &AppState, customer: &Customer, access: String, refresh: String) -> Response {
+fn session_json(
+    state: &AppState,
+    customer: &Customer,
+    access: String,
+    refresh: String,
+) -> Response {
     Json(SessionResponse {
         access_token: access,
         token_type: "Bearer".into(),
@@ -396,11 +398,12 @@ pub async fn logout(
     headers: HeaderMap,
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let presented = presented_refresh(&state, &headers, &raw)?.ok_or_else(|| ApiError::Invalid {
-        status: StatusCode::BAD_REQUEST,
-        field: Some("refreshToken".into()),
-        message: "send the refresh token of the session to end (or the session cookie)".into(),
-    })?;
+    let presented =
+        presented_refresh(&state, &headers, &raw)?.ok_or_else(|| ApiError::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            field: Some("refreshToken".into()),
+            message: "send the refresh token of the session to end (or the session cookie)".into(),
+        })?;
     let token = match presented {
         Presented::Body(t) | Presented::Cookie(t) => t,
     };
@@ -528,9 +531,5 @@ pub async fn jwks(State(state): State<Shared>) -> Response {
         Some(keys) => keys.jwks().clone(),
         None => serde_json::json!({ "keys": [] }),
     };
-    (
-        [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(body),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(body)).into_response()
 }

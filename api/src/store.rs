@@ -699,9 +699,7 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url, 2).await.unwrap();
         assert_eq!(store.next_seq().await.unwrap(), 1);
-        let upsert = || IndexEffect::Upsert {
-            owner_id: None,
-        };
+        let upsert = || IndexEffect::Upsert { owner_id: None };
         store
             .record_batch(&[change(1, "acme", upsert(), None)])
             .await

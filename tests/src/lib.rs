@@ -178,6 +178,12 @@ pub fn bot_token(n: u64) -> String {
 pub struct Options {
     pub on_unreachable: UnreachablePolicy,
     pub fetch_interval_seconds: u64,
+    /// Dev mode with the dev login on.
+    pub dev_login: bool,
+    pub login_per_minute: u32,
+    pub signups_per_hour: u32,
+    pub max_tenants_per_customer: u32,
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Options {
@@ -185,8 +191,33 @@ impl Default for Options {
         Options {
             on_unreachable: UnreachablePolicy::Fail,
             fetch_interval_seconds: 1,
+            dev_login: false,
+            login_per_minute: 1000,
+            signups_per_hour: 1000,
+            max_tenants_per_customer: 3,
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// An RSA signing key for access tokens, made once per test process (PKCS#8 PEM).
+pub fn jwt_key_pem() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| api::auth::generate_private_key_pem().expect("generate an RSA key"))
+}
+
+/// A second, unrelated RSA key (PKCS#8 PEM): tokens it signs must be refused.
+pub fn other_key_pem() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| api::auth::generate_private_key_pem().expect("generate an RSA key"))
+}
+
+/// A signed-in customer's tokens.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+    pub customer_id: String,
 }
 
 /// A running api with its state repo, database and Telegram stand-in.
@@ -200,6 +231,8 @@ pub struct Platform {
     /// Contents of the dev age identity file (decrypts what the api writes).
     pub identity: String,
     pub telegram: TelegramStandIn,
+    /// The platform bot's token: the key of the Telegram Login Widget's signatures.
+    pub login_bot_token: String,
     pub base: String,
     pub http: reqwest::Client,
     running: Option<api::app::Running>,
@@ -243,6 +276,18 @@ impl Platform {
             name: "token-proxy".into(),
             sha256: hex::encode(Sha256::digest(proxy_credential.as_bytes())),
         }];
+        let login_bot_token = format!("777000:AAL{}", hex::encode(rand::random::<[u8; 16]>()));
+        std::fs::write(dir.path().join("login-bot-token"), &login_bot_token).unwrap();
+        std::fs::write(dir.path().join("jwt.pem"), jwt_key_pem()).unwrap();
+        config.auth.private_key_path = Some(dir.path().join("jwt.pem"));
+        config.auth.key_id = "test-key".into();
+        config.auth.telegram_bot_token_path = Some(dir.path().join("login-bot-token"));
+        config.auth.dev_login = options.dev_login;
+        config.dev_mode = options.dev_login;
+        config.auth.login_per_minute = options.login_per_minute;
+        config.auth.signups_per_hour = options.signups_per_hour;
+        config.auth.max_tenants_per_customer = options.max_tenants_per_customer;
+        config.auth.trusted_proxies = options.trusted_proxies.clone();
         config.check().unwrap();
         let mut platform = Platform {
             dir,
@@ -252,6 +297,7 @@ impl Platform {
             proxy_credential,
             identity: identity_text,
             telegram,
+            login_bot_token,
             base: String::new(),
             http: reqwest::Client::new(),
             running: None,
@@ -321,6 +367,66 @@ impl Platform {
         let status = response.status();
         let text = response.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends a request with `token` as the bearer (None: no Authorization header).
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Telegram Login Widget data for user `id`, signed with the platform bot's token.
+    pub fn login_data(
+        &self,
+        id: i64,
+        first_name: &str,
+        auth_date: i64,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut fields: std::collections::BTreeMap<String, String> = [
+            ("id".to_owned(), id.to_string()),
+            ("first_name".to_owned(), first_name.to_owned()),
+            ("username".to_owned(), first_name.to_lowercase()),
+            ("auth_date".to_owned(), auth_date.to_string()),
+        ]
+        .into();
+        let secret = api::auth::telegram_secret(&self.login_bot_token);
+        let hash = api::auth::telegram_hash(&fields, &secret);
+        fields.insert("hash".to_owned(), hash);
+        fields
+    }
+
+    /// Signs in through POST /v1/auth/telegram as Telegram user `id`.
+    pub async fn login(&self, id: i64, first_name: &str) -> Session {
+        let fields = self.login_data(id, first_name, api::auth::now_s());
+        let (status, body) = self
+            .call_as(
+                None,
+                reqwest::Method::POST,
+                "/v1/auth/telegram",
+                Some(serde_json::to_value(&fields).unwrap()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        Session {
+            access: body["accessToken"].as_str().unwrap().to_owned(),
+            refresh: body["refreshToken"].as_str().unwrap().to_owned(),
+            customer_id: body["customer"]["id"].as_str().unwrap().to_owned(),
+        }
     }
 
     /// The provisioning body for tenant `name` with bot token `token`.

@@ -365,6 +365,7 @@ async fn unreachable_remote_queues_when_configured() {
     let options = Options {
         on_unreachable: UnreachablePolicy::Queue,
         fetch_interval_seconds: 1,
+        ..Options::default()
     };
     let Some(mut p) = Platform::start(Backend::Sqlite, options).await else {
         return;
