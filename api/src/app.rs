@@ -106,13 +106,8 @@ pub async fn start(
     })
     .await
     .map_err(|e| AppError::Writer(WriteError::Internal(e.to_string())))??;
-    let state = Arc::new(AppState::new(
-        config.clone(),
-        store,
-        handle,
-        metrics_handle(),
-    )
-    .with_auth(auth));
+    let state =
+        Arc::new(AppState::new(config.clone(), store, handle, metrics_handle()).with_auth(auth));
     crate::budget::spawn_refresher(&state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -22,8 +22,8 @@
 //! git, the database, a log line or an error message.
 
 pub mod app;
-pub mod budget;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod dev;
 pub mod http;

@@ -109,6 +109,8 @@ async fn accounts(backend: Backend) {
     let attempts: Vec<(Method, &str, Option<Value>)> = vec![
         (Method::GET, "/v1/tenants/alice-bot", None),
         (Method::GET, "/v1/tenants/alice-bot/history", None),
+        (Method::GET, "/v1/tenants/alice-bot/usage", None),
+        (Method::GET, "/v1/tenants/alice-bot/usage/periods", None),
         (
             Method::PATCH,
             "/v1/tenants/alice-bot/settings",
@@ -176,7 +178,7 @@ async fn accounts(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = p
+    let (status, body) = p
         .call_as(
             Some(&alice.access),
             Method::GET,
@@ -184,7 +186,21 @@ async fn accounts(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The usage endpoints pass the same check for the owner (the ledger may not know the new
+    // tenant yet, which it reports in its own words).
+    let (_, body) = p
+        .call_as(
+            Some(&alice.access),
+            Method::GET,
+            "/v1/tenants/alice-bot/usage",
+            None,
+        )
+        .await;
+    assert_ne!(
+        body["error"]["message"], "tenant \"alice-bot\" does not exist",
+        "{body}"
+    );
 
     // Admins see everything; a tenant they provision belongs to the named owner's account.
     let (status, list) = p.call(Method::GET, "/v1/tenants", None, None).await;
