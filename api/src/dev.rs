@@ -23,6 +23,8 @@ pub enum DevError {
     Io(String, std::io::Error),
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+    #[error("writing the seed: {0}")]
+    Repo(#[from] crate::state_repo::RepoError),
     #[error("compiling the seed: {0}")]
     Compile(String),
     #[error("{0}")]
@@ -288,12 +290,8 @@ pub fn seed_with_tenants(
 pub fn write_initial_commit(path: &Path, files: &[Edit], message: &str) -> Result<(), DevError> {
     let repo = Repository::init_bare(path)?;
     repo.set_head("refs/heads/main")?;
-    let empty = repo.treebuilder(None)?.write()?;
-    let empty = repo.find_tree(empty)?;
-    let tree = crate::state_repo::edit_tree_in(&repo, &empty, files)?;
-    let tree = repo.find_tree(tree)?;
     let sig = Signature::now("openclaw-api dev", "dev@localhost.localdomain")?;
-    repo.commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &[])?;
+    crate::state_repo::write_root_commit(path, "refs/heads/main", files, &sig, message)?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use compiler::{Platform, Templates, TenantFiles};
 use git2::{Oid, Repository, Tree};
 use serde::{Deserialize, Serialize};
 
-use crate::state_repo::{entry_id, read_file, Edit};
+use crate::state_repo::{entry_id, Edit, Snapshot};
 
 /// The actor a change is made for: the commit author.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,16 +149,39 @@ pub fn secrets_path(name: &str) -> String {
     format!("tenants/{name}/secrets.sops.yaml")
 }
 
+/// The tenant's input files in `base`; None when it has neither.
+fn tenant_files(base: &Snapshot<'_>, name: &str) -> Result<Option<TenantFiles>, ChangeError> {
+    let text = |path: String| -> Result<Option<String>, ChangeError> {
+        match base.file(&path) {
+            Ok(Some(bytes)) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| ChangeError::Repo(format!("{path}: file is not UTF-8 text"))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ChangeError::Repo(format!(
+                "{path}: cannot read from git: {e}"
+            ))),
+        }
+    };
+    let spec = text(spec_path(name))?;
+    let secrets = text(secrets_path(name))?;
+    if spec.is_none() && secrets.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TenantFiles {
+        folder: name.to_owned(),
+        spec,
+        secrets,
+    }))
+}
+
 /// Applies `change` to `base`: the edits of the tenant's inputs plus the compiler's output for it.
 pub fn plan(
-    repo: &Repository,
-    base: &Tree<'_>,
+    base: &Snapshot<'_>,
     compiled: &Compiled,
     change: &Change,
 ) -> Result<Planned, ChangeError> {
     let name = change.tenant.as_str();
-    let current = compiler::source::tenant_from_git_tree(repo, base, name)
-        .map_err(|d| ChangeError::Repo(d.to_string()))?;
+    let current = tenant_files(base, name)?;
     let platform = &compiled.platform;
     let next: Option<TenantFiles> = match &change.operation {
         Operation::Provision {
@@ -199,8 +222,12 @@ pub fn plan(
         }
     };
 
-    let read_current =
-        |path: &str| read_file(repo, base, path).and_then(|b| String::from_utf8(b).ok());
+    let read_current = |path: &str| {
+        base.file(path)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
     let generated = tenant_change(
         platform,
         &compiled.templates,

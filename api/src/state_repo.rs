@@ -4,8 +4,22 @@
 //! building new trees in memory from a parent tree plus a list of edits (no working tree, no index
 //! file: only the trees on the path of an edit are rewritten), writing commits, fetching and
 //! pushing with the configured credentials. It does not know what a tenant is.
+//!
+//! What reaches the disk, and when (see also docs/api.md, "Durability"):
+//! - the objects of a batch: one pack and its index, flushed (fsync) with their folder before any
+//!   ref points at them ([`pack`]); a remote on this machine gets the same files as hard links and
+//!   its folder is flushed;
+//! - the remote branch: moved under git's lock and flushed with its folder before a push returns
+//!   ([`refs`]);
+//! - the clone's own refs are not flushed when the remote is on this machine: after a crash they are
+//!   set again from the remote. With a remote elsewhere, the clone's record of the pushed branch is
+//!   flushed.
 
-use std::collections::BTreeMap;
+mod objects;
+mod pack;
+mod refs;
+
+use std::cell::RefCell;
 use std::path::Path;
 
 use git2::{
@@ -14,6 +28,9 @@ use git2::{
 };
 
 use crate::config::RepoConfig;
+use objects::{Objects, Staging, TreeCache};
+use pack::PackName;
+use refs::{Expect, RefError};
 
 pub const REMOTE: &str = "origin";
 
@@ -25,6 +42,8 @@ pub enum RepoError {
     NoBranch(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("ref: {0}")]
+    Ref(#[from] RefError),
 }
 
 /// Why a push did not land.
@@ -57,27 +76,42 @@ impl Edit {
 
 /// The api's clone and how to reach its remote.
 ///
-/// New objects are written to an in-memory pack (libgit2's mempack backend) and flushed to disk as
-/// one pack file per batch by [`StateRepo::persist`]: a loose object costs a file creation each,
-/// and a change writes about twenty objects.
+/// New objects are made in memory ([`objects::Staging`]) and written to disk as one pack per
+/// batch by [`StateRepo::persist`], flushed before any ref points at them.
 pub struct StateRepo {
-    // Field order is drop order: the mempack handle and the object database go before the
-    // repository that owns them.
-    mempack: Option<git2::Mempack<'static>>,
-    odb: Option<git2::Odb<'static>>,
     repo: Repository,
     config: RepoConfig,
+    /// Objects made since the last [`StateRepo::persist`].
+    staged: Staging,
+    /// Trees read or written recently (the root and the folders changes go through).
+    cache: RefCell<TreeCache>,
+    /// Packs written since the last push to a remote on this machine; they go over as links.
+    unpushed: Vec<PackName>,
     /// The background `git repack` started by [`StateRepo::maintain`], if still running.
     repack: Option<std::process::Child>,
     packs_written: usize,
-    /// Commits written since the last [`StateRepo::persist`].
-    unsaved: Vec<Oid>,
 }
 
-// SAFETY: git2 makes `Repository` and `Odb` Send; `Mempack` is a pointer to a backend owned by
-// the odb. A `StateRepo` is used by one thread at a time (it is not Sync), which is all libgit2
-// asks of a repository and its backends.
-unsafe impl Send for StateRepo {}
+/// A commit's tree, read through the objects not yet on disk.
+pub struct Snapshot<'a> {
+    objects: Objects<'a>,
+    pub root: Oid,
+}
+
+impl Snapshot<'_> {
+    /// The file at `path`; None when absent or not a file.
+    pub fn file(&self, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
+        Ok(self.objects.file(self.root, path)?.map(|d| d.to_vec()))
+    }
+
+    /// The id of the entry at `path`, if any.
+    pub fn entry_id(&self, path: &str) -> Result<Option<Oid>, RepoError> {
+        Ok(self.objects.entry(self.root, path)?.map(|(_, id)| id))
+    }
+}
+
+/// Size of the tree cache: enough for the folders on the paths of a change at 10,000 tenants.
+const TREE_CACHE_BYTES: usize = 64 << 20;
 
 impl StateRepo {
     /// Opens the clone at `config.local_path`, creating it (bare, with the remote) and fetching
@@ -96,24 +130,14 @@ impl StateRepo {
         if repo.find_remote(REMOTE)?.url() != Some(config.remote_url.as_str()) {
             repo.remote_set_url(REMOTE, &config.remote_url)?;
         }
-        let odb = repo.odb()?;
-        // SAFETY: `Odb` and `Mempack` carry lifetimes only to tie them to the repository and the
-        // odb handle; the underlying libgit2 objects are reference-counted (the odb) or owned by
-        // the odb (the backend). Both handles are stored beside the repository and dropped before
-        // it (field order), so they never outlive what they point to.
-        let odb: git2::Odb<'static> =
-            unsafe { std::mem::transmute::<git2::Odb<'_>, git2::Odb<'static>>(odb) };
-        let mempack = odb.add_new_mempack_backend(1000)?;
-        let mempack: git2::Mempack<'static> =
-            unsafe { std::mem::transmute::<git2::Mempack<'_>, git2::Mempack<'static>>(mempack) };
         let state = StateRepo {
-            mempack: Some(mempack),
-            odb: Some(odb),
             repo,
             config: config.clone(),
+            staged: Staging::default(),
+            cache: RefCell::new(TreeCache::new(TREE_CACHE_BYTES)),
+            unpushed: Vec::new(),
             repack: None,
             packs_written: 0,
-            unsaved: Vec::new(),
         };
         if state.remote_tip().is_none() {
             state.fetch().map_err(|e| match e {
@@ -144,21 +168,54 @@ impl StateRepo {
         format!("refs/heads/{}", self.config.branch)
     }
 
+    fn objects(&self) -> Objects<'_> {
+        Objects {
+            repo: &self.repo,
+            staged: &self.staged,
+            cache: Some(&self.cache),
+        }
+    }
+
+    /// The tree of `commit`, read through what is not on disk yet.
+    pub fn snapshot(&self, commit: Oid) -> Result<Snapshot<'_>, RepoError> {
+        let objects = self.objects();
+        let root = objects.commit_tree(commit)?;
+        Ok(Snapshot { objects, root })
+    }
+
+    /// Whether `id` is only in memory so far.
+    pub fn is_staged(&self, id: Oid) -> bool {
+        self.staged.contains(id)
+    }
+
     /// The remote branch as last fetched or pushed.
     pub fn remote_tip(&self) -> Option<Oid> {
         self.repo.refname_to_id(&self.tracking_ref()).ok()
     }
 
-    /// Moves the local branch (what gets pushed next).
-    pub fn set_local_tip(&mut self, tip: Oid, why: &str) -> Result<(), RepoError> {
+    /// Moves the local branch (what gets pushed next), after writing what it needs to disk.
+    pub fn set_local_tip(&mut self, tip: Oid) -> Result<(), RepoError> {
         self.persist()?;
-        self.repo.reference(&self.branch_ref(), tip, true, why)?;
+        refs::update(
+            &self.config.local_path,
+            &self.branch_ref(),
+            tip,
+            Expect::Anything,
+            false,
+        )?;
         Ok(())
     }
 
-    fn set_remote_tip(&self, tip: Oid) -> Result<(), RepoError> {
-        self.repo
-            .reference(&self.tracking_ref(), tip, true, "push")?;
+    /// Records where the remote branch is after a push. When the remote is on another machine this
+    /// clone is the durable local copy, so the ref is flushed to disk.
+    fn set_remote_tip(&self, tip: Oid, durable: bool) -> Result<(), RepoError> {
+        refs::update(
+            &self.config.local_path,
+            &self.tracking_ref(),
+            tip,
+            Expect::Anything,
+            durable,
+        )?;
         Ok(())
     }
 
@@ -207,15 +264,15 @@ impl StateRepo {
         Ok(self.remote_tip())
     }
 
-    /// Pushes `tip` to the remote branch (fast-forward only).
+    /// Pushes `tip` to the remote branch (fast-forward only). When this returns Ok, the commits
+    /// are durable on the remote (a remote on this machine: its pack and ref are flushed to disk).
     pub fn push(&mut self, tip: Oid) -> Result<(), PushError> {
-        self.set_local_tip(tip, "push")
-            .map_err(|e| PushError::Unreachable(e.to_string()))?;
+        let unreachable = |e: RepoError| PushError::Unreachable(e.to_string());
+        self.set_local_tip(tip).map_err(unreachable)?;
         if let Some(path) = local_path(&self.config.remote_url) {
             self.push_local(&path, tip)?;
-            return self
-                .set_remote_tip(tip)
-                .map_err(|e| PushError::Unreachable(e.to_string()));
+            self.unpushed.clear();
+            return self.set_remote_tip(tip, false).map_err(unreachable);
         }
         let mut remote = self
             .repo
@@ -248,87 +305,54 @@ impl StateRepo {
             tracing::debug!(%status, "push rejected by the remote");
             return Err(PushError::Rejected);
         }
-        self.set_remote_tip(tip)
-            .map_err(|e| PushError::Unreachable(e.to_string()))?;
+        self.unpushed.clear();
+        self.set_remote_tip(tip, true).map_err(unreachable)?;
         Ok(())
     }
 
-    /// Pushes to a repository on this machine: the new objects go over as one pack, then the
-    /// branch moves only if it still points where it did (compare-and-swap under git's ref lock),
-    /// so a push racing with another writer is rejected instead of overwriting it. (libgit2's own
-    /// local transport does not compare the old value when it moves the ref.)
+    /// Pushes to a repository on this machine: the packs written since the last push go over as
+    /// hard links (flushed), then the branch moves only if it still points where it did
+    /// (compare-and-swap under git's ref lock, flushed), so a push racing with another writer is
+    /// rejected instead of overwriting it.
     fn push_local(&self, path: &Path, tip: Oid) -> Result<(), PushError> {
-        let unreachable = |e: git2::Error| PushError::Unreachable(e.message().to_owned());
-        if !path.exists() {
+        if !path.join("objects").is_dir() || !path.join("HEAD").is_file() {
             return Err(PushError::Unreachable(format!(
-                "{} does not exist",
+                "{} is not a bare git repository (missing or moved?)",
                 path.display()
             )));
         }
-        let remote = Repository::open_bare(path).map_err(unreachable)?;
         let branch = self.branch_ref();
-        let expected = remote.refname_to_id(&branch).ok();
+        let expected =
+            refs::read(path, &branch).map_err(|e| PushError::Unreachable(e.to_string()))?;
         if let Some(expected) = expected {
-            let fast_forward = expected == tip
-                || self
-                    .repo
-                    .graph_descendant_of(tip, expected)
-                    .unwrap_or(false);
-            if !fast_forward {
-                return Err(PushError::Rejected);
-            }
             if expected == tip {
                 return Ok(());
             }
-        }
-        // The new objects go over as one pack without deltas: delta search would cost more than
-        // it saves on a local disk.
-        let mut walk = self.repo.revwalk().map_err(unreachable)?;
-        walk.push(tip).map_err(unreachable)?;
-        if let Some(expected) = expected {
-            walk.hide(expected).map_err(unreachable)?;
-        }
-        let local = self.repo.odb().map_err(unreachable)?;
-        let target = remote.odb().map_err(unreachable)?;
-        let mut objects = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for commit in walk {
-            let commit = commit.map_err(unreachable)?;
-            let commit_object = self.repo.find_commit(commit).map_err(unreachable)?;
-            let parent_tree = commit_object.parent(0).ok().map(|p| p.tree_id());
-            collect_tree(
-                &local,
-                &target,
-                commit_object.tree_id(),
-                parent_tree,
-                &mut seen,
-                &mut objects,
-            )
-            .map_err(unreachable)?;
-            collect_object(&local, commit, &mut seen, &mut objects).map_err(unreachable)?;
-        }
-        write_pack(&target, &objects).map_err(unreachable)?;
-        let moved = match expected {
-            Some(expected) => remote.reference_matching(&branch, tip, true, expected, "push"),
-            None => remote.reference(&branch, tip, false, "push"),
-        };
-        match moved {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.code(),
-                    ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
-                ) =>
-            {
-                Err(PushError::Rejected)
+            let fast_forward = self
+                .repo
+                .graph_descendant_of(tip, expected)
+                .unwrap_or(false);
+            if !fast_forward {
+                return Err(PushError::Rejected);
             }
-            Err(e) => Err(unreachable(e)),
+        }
+        let from = self.config.local_path.join("objects/pack");
+        let to = path.join("objects/pack");
+        for name in &self.unpushed {
+            pack::link(&from, name, &to).map_err(|e| {
+                PushError::Unreachable(format!("cannot write to {}: {e}", to.display()))
+            })?;
+        }
+        match refs::update(path, &branch, tip, Expect::Value(expected), true) {
+            Ok(()) => Ok(()),
+            Err(RefError::Moved(_) | RefError::Locked(_)) => Err(PushError::Rejected),
+            Err(e) => Err(PushError::Unreachable(e.to_string())),
         }
     }
 
     /// Keeps the number of pack files small. Every batch adds a pack (to the clone and, for a
     /// remote on this machine, to the remote), and libgit2 looks through every pack for each
-    /// object it writes, so the cost of a change would grow with the number of changes made. Every
+    /// object it reads, so the cost of a change would grow with the number of changes made. Every
     /// 16 packs this starts `git repack --geometric=2 -d` in the background (it rolls small packs
     /// into bigger ones and is safe beside concurrent writers); without a `git` binary it does
     /// nothing.
@@ -372,47 +396,38 @@ impl StateRepo {
         }
     }
 
-    /// Writes the objects made since the last call to disk as one pack, so that refs may point
-    /// at them. Must run before a ref moves to a new commit.
+    /// Writes the objects made since the last call to disk as one pack, flushed with its index and
+    /// folder, so that refs may point at them. Must run before a ref moves to a new commit.
     pub fn persist(&mut self) -> Result<(), RepoError> {
-        let (Some(mempack), Some(odb)) = (&self.mempack, &self.odb) else {
-            return Ok(());
-        };
-        if self.unsaved.is_empty() {
+        if self.staged.is_empty() {
             return Ok(());
         }
-        // What is new: everything reachable from the new commits that the disk lacks.
-        let disk_repo = Repository::open_bare(&self.config.local_path)?;
-        let disk = disk_repo.odb()?;
-        let mut objects = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for commit in std::mem::take(&mut self.unsaved) {
-            if disk.exists(commit) {
-                continue;
-            }
-            let commit_object = self.repo.find_commit(commit)?;
-            let parent_tree = commit_object.parent(0).ok().map(|p| p.tree_id());
-            collect_tree(
-                odb,
-                &disk,
-                commit_object.tree_id(),
-                parent_tree,
-                &mut seen,
-                &mut objects,
-            )?;
-            collect_object(odb, commit, &mut seen, &mut objects)?;
+        let name = pack::write(
+            &self.config.local_path.join("objects/pack"),
+            self.staged.iter(),
+        )?;
+        self.unpushed.push(name);
+        let mut cache = self.cache.borrow_mut();
+        for (id, data) in self.staged.take_trees() {
+            cache.insert(id, data);
         }
-        write_pack(odb, &objects)?;
-        mempack.reset()?;
         Ok(())
     }
 
-    /// Builds the tree of `base` with `edits` applied (see [`edit_tree_in`]).
-    pub fn edit_tree(&self, base: &Tree<'_>, edits: &[Edit]) -> Result<Oid, RepoError> {
-        Ok(edit_tree_in(&self.repo, base, edits)?)
+    /// Forgets the objects made since the last [`StateRepo::persist`] (their changes were undone).
+    pub fn discard(&mut self) {
+        self.staged.take_trees();
     }
 
-    /// Writes a commit object (no ref moves).
+    /// Builds the tree of `base` with `edits` applied (see [`objects::edit_tree`]); the new
+    /// objects stay in memory until [`StateRepo::persist`].
+    pub fn edit_tree(&mut self, base: Oid, edits: &[Edit]) -> Result<Oid, RepoError> {
+        let (id, made) = objects::edit_tree(&self.objects(), Some(base), edits)?;
+        self.staged.absorb(made);
+        Ok(id)
+    }
+
+    /// Makes a commit object (in memory; no ref moves).
     pub fn commit(
         &mut self,
         parent: Oid,
@@ -421,13 +436,8 @@ impl StateRepo {
         committer: &Signature<'_>,
         message: &str,
     ) -> Result<Oid, RepoError> {
-        let parent = self.repo.find_commit(parent)?;
-        let tree = self.repo.find_tree(tree)?;
-        let id = self
-            .repo
-            .commit(None, author, committer, message, &tree, &[&parent])?;
-        self.unsaved.push(id);
-        Ok(id)
+        let data = objects::commit_object(tree, &[parent], author, committer, message);
+        Ok(self.staged.put(ObjectType::Commit, data)?)
     }
 
     /// Whether `commit` is `tip` or one of its ancestors.
@@ -436,18 +446,44 @@ impl StateRepo {
     }
 }
 
+/// Writes a root commit holding exactly `files` into the bare repository at `path` (one pack)
+/// and points `refname` at it.
+pub fn write_root_commit(
+    path: &Path,
+    refname: &str,
+    files: &[Edit],
+    signature: &Signature<'_>,
+    message: &str,
+) -> Result<Oid, RepoError> {
+    let repo = Repository::open_bare(path)?;
+    let empty = Staging::default();
+    let objects = Objects {
+        repo: &repo,
+        staged: &empty,
+        cache: None,
+    };
+    let (tree, mut made) = objects::edit_tree(&objects, None, files)?;
+    let commit = made.put(
+        ObjectType::Commit,
+        objects::commit_object(tree, &[], signature, signature, message),
+    )?;
+    pack::write(&path.join("objects/pack"), made.iter())?;
+    refs::update(path, refname, commit, Expect::Anything, true)?;
+    Ok(commit)
+}
+
 /// Connects to the configured remote (readiness probe); the error says why it cannot be reached.
 pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
     let repo = Repository::open_bare(&config.local_path)
         .map_err(|e| format!("the api's clone: {}", e.message()))?;
     let state = StateRepo {
-        mempack: None,
-        odb: None,
         repo,
         config: config.clone(),
+        staged: Staging::default(),
+        cache: RefCell::new(TreeCache::new(0)),
+        unpushed: Vec::new(),
         repack: None,
         packs_written: 0,
-        unsaved: Vec::new(),
     };
     let mut remote = state
         .repo
@@ -456,186 +492,6 @@ pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
     remote
         .connect_auth(git2::Direction::Fetch, Some(state.callbacks()), None)
         .map_err(|e| format!("the state repo's remote cannot be reached: {}", e.message()))?;
-    Ok(())
-}
-
-/// Builds the tree of `base` with `edits` applied. Only the trees on the paths of the edits are
-/// read and rewritten; later edits of a path win over earlier ones.
-pub fn edit_tree_in(
-    repo: &Repository,
-    base: &Tree<'_>,
-    edits: &[Edit],
-) -> Result<Oid, git2::Error> {
-    let mut root = Node::default();
-    for edit in edits {
-        root.insert(edit);
-    }
-    match write_node(repo, Some(base), &root)? {
-        Some(oid) => Ok(oid),
-        None => empty_tree(repo),
-    }
-}
-
-fn write_node(
-    repo: &Repository,
-    existing: Option<&Tree<'_>>,
-    node: &Node,
-) -> Result<Option<Oid>, git2::Error> {
-    let mut builder = repo.treebuilder(existing)?;
-    for (name, child) in &node.children {
-        match child {
-            Change::Remove => {
-                if builder.get(name)?.is_some() {
-                    builder.remove(name)?;
-                }
-            }
-            Change::Write(contents) => {
-                let blob = repo.blob(contents)?;
-                builder.insert(name, blob, 0o100644)?;
-            }
-            Change::Dir(sub) => {
-                let current = match builder.get(name)? {
-                    Some(entry) if entry.kind() == Some(ObjectType::Tree) && !sub.replace => {
-                        Some(repo.find_tree(entry.id())?)
-                    }
-                    _ => None,
-                };
-                match write_node(repo, current.as_ref(), sub)? {
-                    Some(oid) => {
-                        builder.insert(name, oid, 0o040000)?;
-                    }
-                    None => {
-                        if builder.get(name)?.is_some() {
-                            builder.remove(name)?;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if builder.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(builder.write()?))
-}
-
-fn collect_object(
-    from: &git2::Odb<'_>,
-    id: Oid,
-    seen: &mut std::collections::HashSet<Oid>,
-    out: &mut Vec<(ObjectType, Vec<u8>)>,
-) -> Result<(), git2::Error> {
-    if seen.insert(id) {
-        let object = from.read(id)?;
-        out.push((object.kind(), object.data().to_vec()));
-    }
-    Ok(())
-}
-
-/// An entry of a raw tree object: (mode, name, id).
-type RawEntry<'a> = (&'a [u8], &'a [u8], Oid);
-
-/// Entries of a raw tree object.
-fn tree_entries(data: &[u8]) -> Result<Vec<RawEntry<'_>>, git2::Error> {
-    let mut entries = Vec::new();
-    let mut rest = data;
-    // Tree entries: "<mode> <name>\0<20-byte id>".
-    while let Some(nul) = rest.iter().position(|b| *b == 0) {
-        let header = &rest[..nul];
-        let space = header.iter().position(|b| *b == b' ').unwrap_or(0);
-        let id = Oid::from_bytes(&rest[nul + 1..nul + 21])?;
-        entries.push((&header[..space], &header[space + 1..], id));
-        rest = &rest[nul + 21..];
-    }
-    Ok(entries)
-}
-
-/// Collects a tree and what it holds, skipping what `have` has. `old` is the same folder in the
-/// parent commit: entries unchanged from it are skipped without a lookup, so the cost follows the
-/// size of the change, not of the tree (a tree `have` has comes with everything below it).
-fn collect_tree(
-    from: &git2::Odb<'_>,
-    have: &git2::Odb<'_>,
-    id: Oid,
-    old: Option<Oid>,
-    seen: &mut std::collections::HashSet<Oid>,
-    out: &mut Vec<(ObjectType, Vec<u8>)>,
-) -> Result<(), git2::Error> {
-    if old == Some(id) || seen.contains(&id) || have.exists(id) {
-        return Ok(());
-    }
-    let object = from.read(id)?;
-    let data = object.data().to_vec();
-    let old_data = match old {
-        Some(old) => from.read(old).ok().map(|o| o.data().to_vec()),
-        None => None,
-    };
-    let old_entries: std::collections::HashMap<&[u8], (&[u8], Oid)> = match &old_data {
-        Some(data) => tree_entries(data)?
-            .into_iter()
-            .map(|(m, n, i)| (n, (m, i)))
-            .collect(),
-        None => Default::default(),
-    };
-    for (mode, name, child) in tree_entries(&data)? {
-        let before = old_entries.get(name);
-        if before.is_some_and(|(_, i)| *i == child) {
-            continue;
-        }
-        if mode == b"40000" {
-            let old_child = before.filter(|(m, _)| *m == b"40000").map(|(_, i)| *i);
-            collect_tree(from, have, child, old_child, seen, out)?;
-        } else if mode != b"160000" && !seen.contains(&child) && !have.exists(child) {
-            collect_object(from, child, seen, out)?;
-        }
-    }
-    seen.insert(id);
-    out.push((ObjectType::Tree, data));
-    Ok(())
-}
-
-/// Writes `objects` into `odb` as one pack without deltas. libgit2's own pack writers search for
-/// deltas, which costs more than the whole change on big trees.
-fn write_pack(odb: &git2::Odb<'_>, objects: &[(ObjectType, Vec<u8>)]) -> Result<(), git2::Error> {
-    use sha1::Digest;
-    use std::io::Write;
-    if objects.is_empty() {
-        return Ok(());
-    }
-    let mut pack = Vec::new();
-    pack.extend_from_slice(b"PACK");
-    pack.extend_from_slice(&2u32.to_be_bytes());
-    pack.extend_from_slice(&(objects.len() as u32).to_be_bytes());
-    for (kind, data) in objects {
-        let code: u8 = match kind {
-            ObjectType::Commit => 1,
-            ObjectType::Tree => 2,
-            ObjectType::Blob => 3,
-            ObjectType::Tag => 4,
-            _ => return Err(git2::Error::from_str("unexpected object type")),
-        };
-        let mut size = data.len();
-        let mut byte = (code << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            pack.push(byte | 0x80);
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        pack.push(byte);
-        let mut encoder = flate2::write::ZlibEncoder::new(&mut pack, flate2::Compression::fast());
-        encoder
-            .write_all(data)
-            .and_then(|()| encoder.finish().map(|_| ()))
-            .map_err(|e| git2::Error::from_str(&e.to_string()))?;
-    }
-    let checksum = sha1::Sha1::digest(&pack);
-    pack.extend_from_slice(&checksum);
-    let mut writer = odb.packwriter()?;
-    writer
-        .write_all(&pack)
-        .map_err(|e| git2::Error::from_str(&e.to_string()))?;
-    writer.commit()?;
     Ok(())
 }
 
@@ -665,56 +521,6 @@ pub fn read_file(repo: &Repository, tree: &Tree<'_>, path: &str) -> Option<Vec<u
 /// The id of the entry at `path` in `tree`, if any.
 pub fn entry_id(tree: &Tree<'_>, path: &str) -> Option<Oid> {
     tree.get_path(Path::new(path)).ok().map(|e| e.id())
-}
-
-fn empty_tree(repo: &Repository) -> Result<Oid, git2::Error> {
-    repo.treebuilder(None)?.write()
-}
-
-#[derive(Default, Debug)]
-struct Node {
-    children: BTreeMap<String, Change>,
-    /// The folder was removed before being written to: start from empty, not from its old content.
-    replace: bool,
-}
-
-#[derive(Debug)]
-enum Change {
-    Write(Vec<u8>),
-    Remove,
-    Dir(Node),
-}
-
-impl Node {
-    /// Later edits win over earlier ones on the same path.
-    fn insert(&mut self, edit: &Edit) {
-        let parts: Vec<&str> = edit.path().split('/').filter(|p| !p.is_empty()).collect();
-        let Some((last, dirs)) = parts.split_last() else {
-            return;
-        };
-        let mut node = self;
-        for dir in dirs {
-            let entry = node
-                .children
-                .entry((*dir).to_owned())
-                .or_insert_with(|| Change::Dir(Node::default()));
-            if !matches!(entry, Change::Dir(_)) {
-                *entry = Change::Dir(Node {
-                    children: BTreeMap::new(),
-                    replace: true,
-                });
-            }
-            let Change::Dir(next) = entry else {
-                unreachable!("just made a folder")
-            };
-            node = next;
-        }
-        let change = match edit {
-            Edit::Write { contents, .. } => Change::Write(contents.clone()),
-            Edit::Remove { .. } => Change::Remove,
-        };
-        node.children.insert((*last).to_owned(), change);
-    }
 }
 
 #[cfg(test)]
@@ -748,10 +554,10 @@ mod tests {
         let remote = seeded_remote(dir.path());
         let mut state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
         let tip = state.remote_tip().unwrap();
-        let base = state.repository().find_commit(tip).unwrap().tree().unwrap();
+        let base = state.snapshot(tip).unwrap().root;
         let tree = state
             .edit_tree(
-                &base,
+                base,
                 &[
                     Edit::Write {
                         path: "a/b/c.txt".into(),
@@ -764,26 +570,72 @@ mod tests {
                 ],
             )
             .unwrap();
-        drop(base);
         let sig = Signature::now("t", "t@example.com").unwrap();
         let commit = state.commit(tip, tree, &sig, &sig, "add").unwrap();
-        state.persist().unwrap();
+        assert!(state.is_staged(commit));
+        // A second commit on top, read through the first one's objects before they are on disk.
+        let snapshot = state.snapshot(commit).unwrap();
+        assert_eq!(snapshot.file("a/d.txt").unwrap().unwrap(), b"d");
+        let tree_b = state
+            .edit_tree(
+                tree,
+                &[Edit::Write {
+                    path: "a/b/f.txt".into(),
+                    contents: b"f".to_vec(),
+                }],
+            )
+            .unwrap();
+        let commit = state.commit(commit, tree_b, &sig, &sig, "more").unwrap();
         state.push(commit).unwrap();
+        assert!(!state.is_staged(commit));
         let remote_repo = Repository::open_bare(&remote).unwrap();
         assert_eq!(
             remote_repo.refname_to_id("refs/heads/main").unwrap(),
             commit
         );
-        let tree = state.repository().find_tree(tree).unwrap();
+        assert_eq!(state.remote_tip(), Some(commit));
+        let remote_tree = remote_repo.find_commit(commit).unwrap().tree().unwrap();
         assert_eq!(
-            read_file(state.repository(), &tree, "a/b/c.txt").unwrap(),
-            b"c"
+            read_file(&remote_repo, &remote_tree, "a/b/f.txt").unwrap(),
+            b"f"
         );
+        assert_eq!(
+            remote_repo
+                .find_commit(commit)
+                .unwrap()
+                .parent(0)
+                .unwrap()
+                .message(),
+            Some("add")
+        );
+        {
+            let tree = state.repository().find_tree(tree).unwrap();
+            assert_eq!(
+                read_file(state.repository(), &tree, "a/b/c.txt").unwrap(),
+                b"c"
+            );
+        }
+        match std::process::Command::new("git")
+            .args(["--git-dir"])
+            .arg(&remote)
+            .args(["fsck", "--strict"])
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("git is needed for this test under CI=true: {e}")
+            }
+            Err(e) => eprintln!("skipping git fsck: {e}"),
+        }
 
         // A folder removed then written to holds only what was written.
         let replaced = state
             .edit_tree(
-                &tree,
+                tree,
                 &[
                     Edit::Remove { path: "a".into() },
                     Edit::Write {
@@ -793,14 +645,17 @@ mod tests {
                 ],
             )
             .unwrap();
-        let replaced = state.repository().find_tree(replaced).unwrap();
-        assert!(replaced.get_path(Path::new("a/d.txt")).is_err());
-        assert!(replaced.get_path(Path::new("a/e.txt")).is_ok());
+        state.persist().unwrap();
+        {
+            let replaced = state.repository().find_tree(replaced).unwrap();
+            assert!(replaced.get_path(Path::new("a/d.txt")).is_err());
+            assert!(replaced.get_path(Path::new("a/e.txt")).is_ok());
+        }
 
         // Removing the only file of a folder removes the folder.
         let tree2 = state
             .edit_tree(
-                &tree,
+                tree,
                 &[
                     Edit::Remove { path: "a/b".into() },
                     Edit::Remove {
@@ -809,6 +664,7 @@ mod tests {
                 ],
             )
             .unwrap();
+        state.persist().unwrap();
         let tree2 = state.repository().find_tree(tree2).unwrap();
         assert!(tree2.get_name("a").is_none());
         assert!(tree2.get_name("README").is_some());
@@ -834,17 +690,16 @@ mod tests {
                 &[&parent],
             )
             .unwrap();
-        let base = state.repository().find_commit(tip).unwrap().tree().unwrap();
+        let base = state.snapshot(tip).unwrap().root;
         let tree = state
             .edit_tree(
-                &base,
+                base,
                 &[Edit::Write {
                     path: "x".into(),
                     contents: b"x".to_vec(),
                 }],
             )
             .unwrap();
-        drop(base);
         let commit = state.commit(tip, tree, &sig, &sig, "mine").unwrap();
         assert!(matches!(state.push(commit), Err(PushError::Rejected)));
         let new_tip = state.fetch().unwrap().unwrap();

@@ -24,6 +24,14 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
+}
+
+/// Which database the url names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 /// A row of the tenants index.
@@ -93,12 +101,14 @@ impl Store {
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
-                        // WAL lets readers run beside the writer; NORMAL sync is durable against a
-                        // process crash (kill -9), which is what the outbox protects against.
+                        // WAL lets readers run beside the writer. FULL flushes the WAL at every
+                        // commit, so an acknowledged batch survives a power loss as its git commits
+                        // do; the writer makes one transaction per batch, and it runs while the
+                        // batch's pack is flushed.
                         sqlx::query("PRAGMA journal_mode = WAL")
                             .execute(&mut *conn)
                             .await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL")
+                        sqlx::query("PRAGMA synchronous = FULL")
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA busy_timeout = 5000")
@@ -111,7 +121,12 @@ impl Store {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        Ok(Store { pool, backend })
     }
 
     /// The connection pool, for modules that own their own tables (the usage ledger).
@@ -184,63 +199,178 @@ impl Store {
         .transpose()
     }
 
-    /// Records a batch of changes in one transaction: index rows, outbox rows (pending) and
-    /// idempotency responses.
-    pub async fn record_batch(&self, batch: &[Recorded]) -> Result<(), StoreError> {
+    /// Records a batch of changes in one transaction and a handful of statements, whatever its
+    /// size: index rows, outbox rows (pending) and idempotency responses. Returns, for each change,
+    /// the tenant's index row as it was before the batch (what [`Store::undo_batch`] restores).
+    pub async fn record_batch(
+        &self,
+        batch: &[Recorded],
+    ) -> Result<Vec<Option<TenantRow>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
+        // The rows as they were, read under the same transaction.
+        let mut names: Vec<&str> = batch.iter().map(|c| c.tenant.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut select = String::from(
+            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants WHERE name IN (",
+        );
+        placeholders(&mut select, 1, names.len(), 1);
+        select.push(')');
+        let mut query = sqlx::query(&select);
+        for name in &names {
+            query = query.bind(*name);
+        }
+        let before: std::collections::HashMap<String, TenantRow> = query
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| tenant_row(r).map(|row| (row.name.clone(), row)))
+            .collect::<Result<_, _>>()?;
+
+        // The index: a tenant removed at any point of the batch is deleted first (so that one
+        // destroyed and provisioned again gets a new creation time), then each tenant that exists
+        // after the batch is upserted once, with its last commit and the owner its last provision
+        // (since the removal) set; no owner keeps the recorded one.
+        let mut last: std::collections::BTreeMap<&str, (&Recorded, Option<&String>)> =
+            Default::default();
+        let mut removed: Vec<&str> = Vec::new();
         for change in batch {
-            match &change.index {
-                IndexEffect::Upsert { owner_id } => {
-                    sqlx::query(
-                        "INSERT INTO tenants (name, owner_id, created_at, updated_at, last_commit) \
-                         VALUES ($1, $2, $3, $3, $4) \
-                         ON CONFLICT (name) DO UPDATE SET owner_id = COALESCE(excluded.owner_id, tenants.owner_id), \
-                         updated_at = excluded.updated_at, last_commit = excluded.last_commit",
-                    )
-                    .bind(&change.tenant)
-                    .bind(owner_id.clone())
-                    .bind(change.at)
-                    .bind(&change.commit_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            let owner = match &change.index {
+                IndexEffect::Upsert { owner_id } => owner_id
+                    .as_ref()
+                    .or_else(|| last.get(change.tenant.as_str()).and_then(|(_, o)| *o)),
                 IndexEffect::Remove => {
-                    sqlx::query("DELETE FROM tenants WHERE name = $1")
-                        .bind(&change.tenant)
-                        .execute(&mut *tx)
-                        .await?;
+                    removed.push(change.tenant.as_str());
+                    None
                 }
+            };
+            last.insert(change.tenant.as_str(), (change, owner));
+        }
+        removed.sort_unstable();
+        removed.dedup();
+        if !removed.is_empty() {
+            let mut delete = String::from("DELETE FROM tenants WHERE name IN (");
+            placeholders(&mut delete, 1, removed.len(), 1);
+            delete.push(')');
+            let mut query = sqlx::query(&delete);
+            for name in &removed {
+                query = query.bind(*name);
             }
-            sqlx::query(
-                "INSERT INTO outbox (seq, tenant, action, request_id, change_json, commit_id, state, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
-            )
-            .bind(change.seq)
-            .bind(&change.tenant)
-            .bind(&change.action)
-            .bind(&change.request_id)
-            .bind(&change.change_json)
-            .bind(&change.commit_id)
-            .bind(change.at)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(idem) = &change.idempotency {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (actor, idem_key, request_hash, status, body, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&idem.actor)
-                .bind(&idem.key)
-                .bind(&idem.request_hash)
-                .bind(i32::from(idem.status))
-                .bind(&idem.body)
-                .bind(change.at)
-                .execute(&mut *tx)
-                .await?;
+            query.execute(&mut *tx).await?;
+        }
+        let upserts: Vec<(&str, Option<&String>, &Recorded)> = last
+            .iter()
+            .filter(|(_, (change, _))| matches!(change.index, IndexEffect::Upsert { .. }))
+            .map(|(name, (change, owner))| (*name, *owner, *change))
+            .collect();
+        if !upserts.is_empty() {
+            let mut upsert = String::from(
+                "INSERT INTO tenants (name, owner_id, created_at, updated_at, last_commit) VALUES ",
+            );
+            for i in 0..upserts.len() {
+                if i > 0 {
+                    upsert.push_str(", ");
+                }
+                let n = i * 4;
+                upsert.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 3,
+                    n + 4
+                ));
             }
+            upsert.push_str(
+                " ON CONFLICT (name) DO UPDATE SET owner_id = COALESCE(excluded.owner_id, tenants.owner_id), \
+                 updated_at = excluded.updated_at, last_commit = excluded.last_commit",
+            );
+            let mut query = sqlx::query(&upsert);
+            for (name, owner, change) in &upserts {
+                query = query
+                    .bind(*name)
+                    .bind(owner.cloned())
+                    .bind(change.at)
+                    .bind(&change.commit_id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+
+        let mut insert = String::from(
+            "INSERT INTO outbox (seq, tenant, action, request_id, change_json, commit_id, state, created_at) VALUES ",
+        );
+        for i in 0..batch.len() {
+            if i > 0 {
+                insert.push_str(", ");
+            }
+            let n = i * 7;
+            insert.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7
+            ));
+        }
+        let mut query = sqlx::query(&insert);
+        for change in batch {
+            query = query
+                .bind(change.seq)
+                .bind(&change.tenant)
+                .bind(&change.action)
+                .bind(&change.request_id)
+                .bind(&change.change_json)
+                .bind(&change.commit_id)
+                .bind(change.at);
+        }
+        query.execute(&mut *tx).await?;
+
+        let keyed: Vec<(&IdempotencyRecord, i64)> = batch
+            .iter()
+            .filter_map(|c| c.idempotency.as_ref().map(|k| (k, c.at)))
+            .collect();
+        if !keyed.is_empty() {
+            let mut insert = String::from(
+                "INSERT INTO idempotency_keys (actor, idem_key, request_hash, status, body, created_at) VALUES ",
+            );
+            for i in 0..keyed.len() {
+                if i > 0 {
+                    insert.push_str(", ");
+                }
+                let n = i * 6;
+                insert.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6
+                ));
+            }
+            let mut query = sqlx::query(&insert);
+            for (idem, at) in &keyed {
+                query = query
+                    .bind(&idem.actor)
+                    .bind(&idem.key)
+                    .bind(&idem.request_hash)
+                    .bind(i32::from(idem.status))
+                    .bind(&idem.body)
+                    .bind(*at);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(batch
+            .iter()
+            .map(|c| before.get(&c.tenant).cloned())
+            .collect())
     }
 
     /// Undoes a recorded batch (the push failed and the policy is to fail the requests).
@@ -316,19 +446,29 @@ impl Store {
     }
 
     /// Moves outbox rows to `state` ('pushed', or 'abandoned' for a replayed change that no longer
-    /// applies).
+    /// applies), in one statement. The commit is not waited on to reach the disk (PostgreSQL:
+    /// `synchronous_commit = off` for this transaction): if it is lost, the next start finds the
+    /// rows pending, sees their commits on the remote and marks them again.
     pub async fn mark_state(&self, seqs: &[i64], state: &str, at: i64) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for seq in seqs {
-            sqlx::query("UPDATE outbox SET state = $1, pushed_at = $2 WHERE seq = $3")
-                .bind(state)
-                .bind(at)
-                .bind(*seq)
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
                 .execute(&mut *tx)
                 .await?;
+        }
+        for chunk in seqs.chunks(1000) {
+            let mut update =
+                String::from("UPDATE outbox SET state = $1, pushed_at = $2 WHERE seq IN (");
+            placeholders(&mut update, 3, chunk.len(), 1);
+            update.push(')');
+            let mut query = sqlx::query(&update).bind(state).bind(at);
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -656,6 +796,17 @@ impl Store {
 enum CustomerKey<'a> {
     Text(&'a str),
     Number(i64),
+}
+
+/// Appends `count` groups of `width` placeholders, numbered from `$first`, separated by commas
+/// (`$1, $2, $3` for width 1; `($1, $2), ($3, $4)` is built by the callers that need groups).
+fn placeholders(sql: &mut String, first: usize, count: usize, width: usize) {
+    for i in 0..count * width {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("${}", first + i));
+    }
 }
 
 fn tenant_row(r: &sqlx::any::AnyRow) -> Result<TenantRow, StoreError> {

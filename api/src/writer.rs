@@ -261,7 +261,7 @@ impl Writer {
                 self.remote_ok.store(true, Ordering::Relaxed);
                 if self.pending.is_empty() && remote != self.tip {
                     self.tip = remote;
-                    if let Err(e) = self.repo.set_local_tip(remote, "fetch") {
+                    if let Err(e) = self.repo.set_local_tip(remote) {
                         tracing::warn!(error = %e, "cannot move the local branch");
                     }
                 }
@@ -296,7 +296,7 @@ impl Writer {
         };
         self.tip = remote;
         if rows.is_empty() {
-            let _ = self.repo.set_local_tip(remote, "recover");
+            let _ = self.repo.set_local_tip(remote);
             return;
         }
         let mut done = Vec::new();
@@ -354,17 +354,15 @@ impl Writer {
         }
     }
 
-    /// Applies one change on top of `base` and writes its commit (no ref moves).
+    /// Applies one change on top of `base` and makes its commit, in memory (no ref moves).
     fn apply(&mut self, base: Oid, change: &Change) -> Result<Applied, WriteError> {
-        let repository = self.repo.repository();
-        let tree = repository.find_commit(base)?.tree()?;
-        let compiled = compiled_for(repository, &tree, &mut self.compiled)?;
-        let planned = plan(repository, &tree, &compiled, change)?;
-        let new_tree = self.repo.edit_tree(&tree, &planned.edits)?;
-        if new_tree == tree.id() {
+        let root = self.repo.snapshot(base)?.root;
+        let compiled = self.compiled_at(base)?;
+        let planned = plan(&self.repo.snapshot(base)?, &compiled, change)?;
+        let new_tree = self.repo.edit_tree(root, &planned.edits)?;
+        if new_tree == root {
             return Ok(Applied::Unchanged);
         }
-        drop(tree);
         let author = Signature::now(&change.actor.name, &change.actor.email)?;
         let committer = Signature::now(&self.config.committer_name, &self.config.committer_email)?;
         let commit =
@@ -374,6 +372,30 @@ impl Writer {
             commit,
             owner_email: planned.owner_email,
         })
+    }
+
+    /// The platform config and templates of commit `base`, parsed once per templates/ tree.
+    fn compiled_at(&mut self, base: Oid) -> Result<Arc<Compiled>, WriteError> {
+        let templates = self
+            .repo
+            .snapshot(base)?
+            .entry_id("templates")?
+            .ok_or_else(|| ChangeError::Repo("templates/ is missing".into()))?;
+        if let Some(compiled) = self
+            .compiled
+            .as_ref()
+            .filter(|c| c.templates_tree == templates)
+        {
+            return Ok(compiled.clone());
+        }
+        // The compiler reads templates through libgit2: the commit must be on disk. (Only a fetch
+        // brings new templates, and fetched commits are.)
+        if self.repo.is_staged(base) {
+            self.repo.persist()?;
+        }
+        let repository = self.repo.repository();
+        let tree = repository.find_commit(base)?.tree()?;
+        Ok(compiled_for(repository, &tree, &mut self.compiled)?)
     }
 
     fn response(
@@ -467,50 +489,75 @@ impl Writer {
         if fresh.is_empty() {
             return;
         }
-        if self.config.on_unreachable == UnreachablePolicy::Fail {
-            // Undoing needs the index rows as they were.
-            for p in &mut fresh {
-                if let Some(w) = &mut p.waiting {
-                    w.record.prior = self
-                        .runtime
-                        .block_on(self.store.tenant(&p.change.tenant))
-                        .ok()
-                        .flatten();
-                }
-            }
-        }
-        if let Err(e) = self.repo.persist() {
-            tracing::error!(error = %e, "cannot write the batch's objects; nothing was written");
-            self.tip = start_tip;
-            for p in fresh {
-                if let Some(w) = p.waiting {
-                    let _ = w.reply.send(Err(WriteError::Internal(e.to_string())));
-                }
-            }
-            return;
-        }
         let applied = started.elapsed();
         metrics::histogram!("api_apply_seconds").record(applied.as_secs_f64());
+        // Group commit: the batch's database transaction runs while its pack is written and
+        // flushed; the remote's branch moves only once both are durable.
         let records: Vec<Recorded> = fresh
             .iter()
             .filter_map(|p| p.waiting.as_ref().map(|w| w.record.clone()))
             .collect();
+        let store = self.store.clone();
         let recorded = Instant::now();
-        let result = self.runtime.block_on(self.store.record_batch(&records));
+        let recording = self
+            .runtime
+            .spawn(async move { store.record_batch(&records).await });
+        let persisted = self.repo.persist();
+        let result = self
+            .runtime
+            .block_on(recording)
+            .unwrap_or(Err(StoreError::Sqlx(sqlx::Error::WorkerCrashed)));
         metrics::histogram!("api_record_seconds").record(recorded.elapsed().as_secs_f64());
         tracing::debug!(
-            changes = records.len(),
+            changes = fresh.len(),
             apply_ms = applied.as_millis() as u64,
             record_ms = recorded.elapsed().as_millis() as u64,
             "batch committed"
         );
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot record the batch; nothing was written");
+        let failure = match (persisted, result) {
+            (Ok(()), Ok(priors)) => {
+                for (p, prior) in fresh.iter_mut().zip(priors) {
+                    if let Some(w) = &mut p.waiting {
+                        w.record.prior = prior;
+                    }
+                }
+                None
+            }
+            (Err(e), Ok(priors)) => {
+                tracing::error!(error = %e, "cannot write the batch's objects; undoing it");
+                let undo: Vec<Recorded> = fresh
+                    .iter()
+                    .zip(priors)
+                    .filter_map(|(p, prior)| {
+                        p.waiting.as_ref().map(|w| Recorded {
+                            prior,
+                            ..w.record.clone()
+                        })
+                    })
+                    .collect();
+                if let Err(undo_error) = self.runtime.block_on(self.store.undo_batch(&undo)) {
+                    // The rows stay pending; the next start re-applies them from the outbox.
+                    tracing::error!(error = %undo_error, "cannot undo the batch's database rows");
+                }
+                Some(WriteError::Internal(e.to_string()))
+            }
+            (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot record the batch; nothing was written");
+                Some(WriteError::Unavailable(WriteError::from(e).to_string()))
+            }
+        };
+        if let Some(error) = failure {
             self.tip = start_tip;
-            let message = WriteError::from(e).to_string();
+            self.repo.discard();
+            let message = error.to_string();
+            let unavailable = matches!(error, WriteError::Unavailable(_));
             for p in fresh {
                 if let Some(w) = p.waiting {
-                    let _ = w.reply.send(Err(WriteError::Unavailable(message.clone())));
+                    let _ = w.reply.send(Err(if unavailable {
+                        WriteError::Unavailable(message.clone())
+                    } else {
+                        WriteError::Internal(message.clone())
+                    }));
                 }
             }
             return;
@@ -520,9 +567,6 @@ impl Writer {
                 .increment(1);
         }
         self.pending.extend(fresh);
-        if let Err(e) = self.repo.set_local_tip(self.tip, "commit") {
-            tracing::warn!(error = %e, "cannot move the local branch");
-        }
         self.flush();
     }
 
@@ -646,7 +690,7 @@ impl Writer {
         }
         self.pending = kept;
         self.tip = tip;
-        if let Err(e) = self.repo.set_local_tip(tip, "rebase") {
+        if let Err(e) = self.repo.set_local_tip(tip) {
             tracing::warn!(error = %e, "cannot move the local branch");
         }
     }
@@ -706,7 +750,7 @@ impl Writer {
                     .map(|p| p.commit)
                     .or_else(|| self.repo.remote_tip())
                     .unwrap_or(self.tip);
-                if let Err(e) = self.repo.set_local_tip(self.tip, "undo") {
+                if let Err(e) = self.repo.set_local_tip(self.tip) {
                     tracing::warn!(error = %e, "cannot move the local branch");
                 }
             }

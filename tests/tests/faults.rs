@@ -429,6 +429,7 @@ async fn concurrent_pushes_from_a_second_clone() {
         .unwrap();
     assert!(out.status.success());
     let sre_commits = 15;
+    let (first_landed, on_first_landed) = std::sync::mpsc::channel();
     let sre = std::thread::spawn(move || {
         for i in 0..sre_commits {
             let notes = work.join("docs");
@@ -459,14 +460,28 @@ async fn concurrent_pushes_from_a_second_clone() {
                     .status
                     .success());
             }
+            if i == 0 {
+                let _ = first_landed.send(());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     });
+    // The api edits the tenant the SRE edits in its first commit only once that commit is on the
+    // remote (git cannot merge two edits of neighbouring lines); the provisions run in waves while
+    // the SRE keeps pushing, so that pushes from both sides race.
     let names: Vec<String> = (0..40).map(|i| format!("tenant-{i}")).collect();
-    let results = futures::future::join_all(names.iter().map(|n| p.provision(n))).await;
+    let mut results = Vec::new();
+    for wave in names.chunks(5) {
+        results.extend(futures::future::join_all(wave.iter().map(|n| p.provision(n))).await);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
     for (name, (status, body, _)) in names.iter().zip(&results) {
         assert_eq!(*status, StatusCode::CREATED, "{name}: {body}");
     }
+    tokio::task::spawn_blocking(move || on_first_landed.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the SRE's first commit lands");
     // The api also changes the tenant the SRE edits.
     let (status, body) = p
         .call(
