@@ -998,6 +998,15 @@ async fn owner_account(
         .await
         .map_err(unavailable)?
     {
+        if found.telegram_id.is_none() {
+            // An account made from an owner email (before accounts existed): the owner's Telegram
+            // sign-in finds it from now on.
+            state
+                .store
+                .link_telegram(&found.id, telegram)
+                .await
+                .map_err(unavailable)?;
+        }
         return Ok(found.id);
     }
     let customer = Customer::new(

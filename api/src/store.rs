@@ -647,6 +647,16 @@ impl Store {
         Ok(())
     }
 
+    /// Records the Telegram id of a customer that had none (an account made from an owner email).
+    pub async fn link_telegram(&self, id: &str, telegram_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE customers SET telegram_id = $1 WHERE id = $2 AND telegram_id IS NULL")
+            .bind(telegram_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The tenants a customer owns, sorted by name.
     pub async fn tenants_of(&self, owner_id: &str) -> Result<Vec<TenantRow>, StoreError> {
         let rows = sqlx::query(

@@ -554,6 +554,23 @@ async fn forged_access_tokens_are_refused() {
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
     }
+    // The OpenAPI document lists the sign-in endpoints.
+    let (_, openapi) = p.call_as(None, Method::GET, "/openapi.json", None).await;
+    for path in [
+        "/v1/auth/telegram",
+        "/v1/auth/telegram/callback",
+        "/v1/auth/refresh",
+        "/v1/auth/logout",
+        "/v1/auth/logout-all",
+        "/v1/me",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} is in /openapi.json"
+        );
+    }
+    assert!(openapi["paths"]["/v1/tenants"].get("get").is_some());
     // The JWKS publishes the verifying key.
     let (status, jwks) = p
         .call_as(None, Method::GET, "/.well-known/jwks.json", None)
@@ -983,6 +1000,20 @@ async fn owner_emails_become_customers(backend: Backend) {
         .collect();
     assert_eq!(names, ["a1", "a2"]);
     assert_eq!(store.tenants_of(&ben.id).await.unwrap().len(), 1);
+    assert_eq!(ann.telegram_id, None);
+    store.link_telegram(&ann.id, 8001).await.unwrap();
+    let linked = store
+        .customer_by_telegram(8001)
+        .await
+        .unwrap()
+        .expect("linked");
+    assert_eq!(linked.id, ann.id);
+    store.link_telegram(&ann.id, 8002).await.unwrap();
+    assert_eq!(
+        store.customer(&ann.id).await.unwrap().unwrap().telegram_id,
+        Some(8001),
+        "an account's Telegram id is set once"
+    );
     drop(store);
     if backend == Backend::Postgres {
         e2e::drop_postgres(&url).await;
