@@ -43,8 +43,26 @@ pub const MAX_INGEST_BYTES: usize = 8 * 1024 * 1024;
 /// small enough that sums over years of events stay exact in a BIGINT.
 pub const MAX_COUNT: u64 = 1 << 40;
 const MAX_MODEL_CHARS: usize = 200;
-/// Rows per INSERT statement: 14 parameters each stays under SQLite's 32,766 and PostgreSQL's 65,535.
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Most rows per INSERT statement: 14 parameters each stays under SQLite's 32,766 and
+/// PostgreSQL's 65,535.
+const ROWS_PER_STATEMENT: usize = 1024;
+
+/// Splits `items` into chunks whose lengths are powers of two (largest first, at most
+/// [`ROWS_PER_STATEMENT`]). Each chunk length gives one statement text, so a connection prepares
+/// at most 11 shapes per table and reuses them from its statement cache; a statement per exact
+/// row count would be parsed and planned anew for almost every batch, which PostgreSQL pays
+/// dearly for with thousands of parameters.
+fn statement_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let size = 1usize << (items.len().min(ROWS_PER_STATEMENT).ilog2());
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
 
 // ---------------------------------------------------------------------------------------------
 // The ledger's shared state
@@ -502,7 +520,7 @@ async fn upsert_aggregates(
 ) -> Result<(), sqlx::Error> {
     let sqlite = tx.backend_name() == "SQLite";
     let rows: Vec<_> = rows.iter().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&rows) {
         let mut sql = format!(
             "INSERT INTO {table} ({}, {}, {}, {AGGREGATE_COLUMNS}) VALUES ",
             keys[0], keys[1], keys[2]
@@ -550,7 +568,7 @@ pub async fn ingest(
     let mut tx = pool.begin().await?;
     let sqlite = tx.backend_name() == "SQLite";
     let mut inserted: HashSet<String> = HashSet::with_capacity(events.len());
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(events) {
         let mut sql = String::from(
             "INSERT INTO usage_events (id, tenant, model, api, input_tokens, output_tokens, \
              cache_read_tokens, cache_write_tokens, billable_tokens, latency_ms, status, partial, \
@@ -1093,6 +1111,14 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.field.ends_with(".id"), "{err:?}");
+    }
+
+    #[test]
+    fn statements_come_in_power_of_two_sizes() {
+        let items: Vec<u32> = (0..2500).collect();
+        let sizes: Vec<usize> = statement_chunks(&items).map(<[u32]>::len).collect();
+        assert_eq!(sizes, vec![1024, 1024, 256, 128, 64, 4]);
+        assert_eq!(statement_chunks(&items[..0]).count(), 0);
     }
 
     #[test]
