@@ -223,10 +223,11 @@ pub fn seed_with_tenants(
     let mut files = Vec::new();
     collect(&checkout.join("templates"), "templates", &mut files)?;
     collect(&checkout.join("flux"), "flux", &mut files)?;
-    for extra in ["tenants/tenant.schema.json", "tenants/README.md"] {
-        if let Ok(contents) = std::fs::read(checkout.join(extra)) {
+    for extra in compiler::layout::SPECS_DIR_FILES {
+        let extra = format!("{}/{extra}", compiler::layout::SPECS_DIR);
+        if let Ok(contents) = std::fs::read(checkout.join(&extra)) {
             files.push(Edit::Write {
-                path: extra.into(),
+                path: extra,
                 contents,
             });
         }
@@ -319,7 +320,7 @@ Provision a tenant:
 Look at it:
   curl -sS {url}/v1/tenants/acme -H "Authorization: Bearer $(cat {token_file})"
   curl -sS {url}/v1/tenants/acme/history -H "Authorization: Bearer $(cat {token_file})"
-  git clone -q {repo} /tmp/state && kubectl kustomize /tmp/state/flux/tenants/acme
+  git clone -q {repo} /tmp/state && kubectl kustomize /tmp/state/{acme_output}
 
 Sign in as a customer (dev login: no Telegram needed; only in dev mode on a loopback address):
   ACCESS=$(curl -sS -X POST {url}/v1/auth/dev-login -H 'Content-Type: application/json' \
@@ -330,6 +331,7 @@ Sign in as a customer (dev login: no Telegram needed; only in dev mode on a loop
   curl -sS {url}/v1/tenants -H "Authorization: Bearer $ACCESS"
   (access tokens verify with {url}/.well-known/jwks.json; signing key {jwt_key})
 "#,
+        acme_output = compiler::layout::output_dir("acme"),
         db = paths.database().display(),
         repo = paths.state_repo().display(),
         identity = paths.identity().display(),

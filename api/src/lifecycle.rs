@@ -142,11 +142,11 @@ pub struct Planned {
 }
 
 pub fn spec_path(name: &str) -> String {
-    format!("tenants/{name}/tenant.yaml")
+    compiler::layout::spec_path(name)
 }
 
 pub fn secrets_path(name: &str) -> String {
-    format!("tenants/{name}/secrets.sops.yaml")
+    compiler::layout::secrets_path(name)
 }
 
 /// The tenant's input files in `base`; None when it has neither.
@@ -264,7 +264,7 @@ pub fn plan(
         }
         None => {
             edits.push(Edit::Remove {
-                path: format!("tenants/{name}"),
+                path: compiler::layout::spec_dir(name),
             });
             None
         }

@@ -15,7 +15,7 @@ use crate::state_repo::entry_id;
 pub enum ReadError {
     #[error("git: {0}")]
     Git(#[from] git2::Error),
-    #[error("tenants/{0}/tenant.yaml in the state repo is not a valid spec: {1}")]
+    #[error("{} in the state repo is not a valid spec: {}", compiler::layout::spec_path(.0), .1)]
     BadSpec(String, String),
 }
 
@@ -73,7 +73,7 @@ pub fn tenant(
         .map_err(|d| ReadError::BadSpec(name.to_owned(), d.to_string()))?;
     let spec = serde_json::to_value(&spec)
         .map_err(|e| ReadError::BadSpec(name.to_owned(), e.to_string()))?;
-    let folder = format!("tenants/{name}");
+    let folder = compiler::layout::spec_dir(name);
     let here = entry_id(&tree, &folder);
     let hinted = hint
         .and_then(|h| Oid::from_str(h).ok())
@@ -96,7 +96,7 @@ pub fn tenant(
     }))
 }
 
-/// The commits that changed tenants/<name>/, newest first, at most `limit`.
+/// The commits that changed tenants/<shard>/<name>/, newest first, at most `limit`.
 pub fn history(
     path: &Path,
     tracking_ref: &str,
@@ -108,16 +108,17 @@ pub fn history(
     walk(&repo, tip, name, limit)
 }
 
-/// `git log -- tenants/<name>`: a commit is listed when the folder differs from every parent's
+/// `git log -- 'tenants/*/<name>'`: a commit is listed when the folder differs from every parent's
 /// (a merge that took one side unchanged is skipped, as git does). Comparing tree ids first keeps
-/// the walk cheap: only commits whose tenants/ tree changed are looked into.
+/// the walk cheap: only commits whose shard folder tenants/<shard>/ changed are looked into.
 fn walk(
     repo: &Repository,
     tip: Oid,
     name: &str,
     limit: usize,
 ) -> Result<Vec<HistoryEntry>, ReadError> {
-    let folder = format!("tenants/{name}");
+    let folder = compiler::layout::spec_dir(name);
+    let shard = compiler::layout::spec_shard_dir(name);
     let mut revwalk = repo.revwalk()?;
     revwalk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)?;
     revwalk.push(tip)?;
@@ -125,7 +126,7 @@ fn walk(
     for oid in revwalk {
         let commit = repo.find_commit(oid?)?;
         let tree = commit.tree()?;
-        let tenants_here = entry_id(&tree, "tenants");
+        let shard_here = entry_id(&tree, &shard);
         let here = entry_id(&tree, &folder);
         let mut changed = true;
         if commit.parent_count() == 0 {
@@ -133,7 +134,7 @@ fn walk(
         }
         for parent in commit.parents() {
             let parent_tree = parent.tree()?;
-            let same = entry_id(&parent_tree, "tenants") == tenants_here
+            let same = entry_id(&parent_tree, &shard) == shard_here
                 || entry_id(&parent_tree, &folder) == here;
             if same {
                 changed = false;

@@ -1,5 +1,6 @@
-//! Compile benchmarks: one tenant's render, one tenant's change inside a 10,000-tenant repository (what the
-//! api does per request), and the whole repository at 10,000 generated tenants.
+//! Compile benchmarks: one tenant's render, one tenant's change inside a repository of 100 and of 10,000
+//! tenants (what the api does per request; the two must cost the same), and the whole repository at 10,000
+//! generated tenants.
 //! `cargo bench -p compiler --bench compile`; results in docs/BENCHMARKS.md.
 
 #[path = "../tests/support/mod.rs"]
@@ -21,20 +22,22 @@ fn benches(c: &mut Criterion) {
     });
 
     let many = support::generated_tenants(10_000);
-    let full = compiler::compile(&inputs.platform, &inputs.templates, &many).unwrap();
-    let changed = {
-        let mut t = many[4_321].clone();
-        t.spec = Some(
-            t.spec
-                .unwrap()
-                .replace("thinking: ", "thinking: high\n    # was: "),
-        );
-        t
-    };
-    let read = |p: &str| full.files.get(p).cloned();
-    c.bench_function(
-        "change one tenant among 10,000 (validate, render, index, table shard)",
-        |b| {
+    let mut group =
+        c.benchmark_group("change one tenant (validate, render, shard index, table shard)");
+    for n in [100, 10_000] {
+        let full = compiler::compile(&inputs.platform, &inputs.templates, &many[..n]).unwrap();
+        // The same tenant in both repositories, so that only the repository's size differs.
+        let changed = {
+            let mut t = many[42].clone();
+            t.spec = Some(
+                t.spec
+                    .unwrap()
+                    .replace("thinking: ", "thinking: high\n    # was: "),
+            );
+            t
+        };
+        let read = |p: &str| full.files.get(p).cloned();
+        group.bench_function(format!("among {n} tenants"), |b| {
             b.iter(|| {
                 compiler::incremental::tenant_change(
                     &inputs.platform,
@@ -45,8 +48,9 @@ fn benches(c: &mut Criterion) {
                 )
                 .unwrap()
             })
-        },
-    );
+        });
+    }
+    group.finish();
 
     let mut group = c.benchmark_group("10k");
     group.sample_size(10);

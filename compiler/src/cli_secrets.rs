@@ -1,7 +1,7 @@
 //! `openclaw-compiler secrets …`: the operator's side of tenant secrets files.
 //!
 //! This module owns the command-line surface over [`compiler::sops`]: creating or updating
-//! `tenants/<name>/secrets.sops.yaml` from values read on stdin or from named environment
+//! `tenants/<shard>/<name>/secrets.sops.yaml` from values read on stdin or from named environment
 //! variables (never from arguments, which leak into shell history and process lists),
 //! decrypting for operators who hold an age identity, re-wrapping every tenant's file when the
 //! platform's recipients change, and the keyless check. It reads and writes files; the
@@ -20,7 +20,7 @@ use compiler::spec::TenantName;
 use zeroize::Zeroizing;
 
 /// The file each tenant's secrets live in, relative to its folder.
-const SECRETS_FILE: &str = "secrets.sops.yaml";
+use compiler::layout::{self, SECRETS_FILE};
 
 /// Where the recipients come from: the platform config, or an explicit list.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -44,7 +44,7 @@ pub struct Identity {
 /// The `secrets` subcommands.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum SecretsCommand {
-    /// Create or update tenants/<TENANT>/secrets.sops.yaml. Values come from stdin as KEY=VALUE
+    /// Create or update tenants/<shard>/<TENANT>/secrets.sops.yaml. Values come from stdin as KEY=VALUE
     /// lines, or with --from-env from environment variables; never from arguments. Keys:
     /// telegram-bot-token, proxy-token, gateway-token.
     Set {
@@ -185,10 +185,7 @@ fn tenant_name(name: &str) -> Result<TenantName> {
 }
 
 fn secrets_path(repo_root: &Path, tenant: &TenantName) -> PathBuf {
-    repo_root
-        .join("tenants")
-        .join(tenant.as_str())
-        .join(SECRETS_FILE)
+    repo_root.join(layout::secrets_path(tenant.as_str()))
 }
 
 fn relative(repo_root: &Path, path: &Path) -> String {
@@ -454,21 +451,31 @@ fn tenant_files(repo_root: &Path, only: &[String]) -> Result<Vec<(TenantName, Pa
             })
             .collect();
     }
-    let dir = repo_root.join("tenants");
+    let dir = repo_root.join(layout::SPECS_DIR);
     let mut found = Vec::new();
-    let entries = match fs::read_dir(&dir) {
+    let shards = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
     };
-    for entry in entries {
-        let entry = entry?;
-        let path = entry.path().join(SECRETS_FILE);
-        if !entry.file_type()?.is_dir() || !path.exists() {
+    for shard in shards {
+        let shard = shard?;
+        let shard_name = shard.file_name().to_string_lossy().into_owned();
+        if !shard.file_type()?.is_dir() || !layout::is_shard_name(&shard_name) {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        found.push((tenant_name(&name)?, path));
+        let entries = fs::read_dir(shard.path())
+            .with_context(|| format!("listing {}", shard.path().display()))?;
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path().join(SECRETS_FILE);
+            if !entry.file_type()?.is_dir() || !path.exists() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            layout::check_spec_folder(&shard_name, &name).map_err(|d| anyhow!("{d}"))?;
+            found.push((tenant_name(&name)?, path));
+        }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)

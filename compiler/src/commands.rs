@@ -288,3 +288,11 @@ pub fn validate(repo: &Path) -> Result<ExitCode> {
         Err(d) => Ok(report(&d)),
     }
 }
+
+/// `path`: a tenant's paths, one `what: path` line each, for SREs and scripts.
+pub fn path(tenant: &str) -> Result<ExitCode> {
+    let name = compiler::spec::TenantName::parse(tenant.to_string())
+        .map_err(|why| anyhow::anyhow!("{tenant:?} is not a valid tenant name: {why}"))?;
+    print!("{}", compiler::layout::describe(name.as_str()));
+    Ok(ExitCode::SUCCESS)
+}

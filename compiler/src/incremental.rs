@@ -1,10 +1,13 @@
-//! Recompiling one tenant inside a commit, for the api: the tenant's own files plus the one line of the index
-//! and the one shard of the tenant table it appears in. The cost does not depend on how many other tenants
-//! the repository holds, and the result is byte-identical to what a full [`crate::compile`] produces.
+//! Recompiling one tenant inside a commit, for the api: the tenant's own files plus its shard's index and the
+//! one shard of the tenant table it appears in (and the top index of shard folders, of at most 256 lines,
+//! when the shard gains its first tenant or loses its last). It reads nothing whose size grows with the
+//! number of tenants beyond a shard (about N/256 tenants), and the result is byte-identical to what a full
+//! [`crate::compile`] produces.
 
 use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::layout;
 use crate::platform::Platform;
-use crate::render::{self, INDEX_PATH, TENANTS_DIR};
+use crate::render;
 use crate::templates::Templates;
 use crate::tenant_table;
 use crate::validate::{self, TenantFiles};
@@ -36,23 +39,33 @@ pub fn tenant_change(
     files: Option<&TenantFiles>,
     read_current: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<FileChange>, Diagnostics> {
-    let shards = platform.token_proxy.tenant_table_shards;
-    let shard = tenant_table::shard_of(name, shards);
-    let shard_path = tenant_table::shard_path(shard);
-    let current_index = match read_current(INDEX_PATH) {
-        Some(text) => render::parse_index(&text)
-            .map_err(|e| Diagnostic::file(INDEX_PATH, format!("cannot read the index: {e}")))?,
-        None => Vec::new(),
-    };
-    let mut entries = match read_current(&shard_path) {
-        Some(text) => render::parse_table_shard(&text).map_err(|e| {
-            Diagnostic::file(&shard_path, format!("cannot read the tenant table: {e}"))
+    let shard_number = tenant_table::shard_of(name);
+    let shard = layout::shard_name(shard_number);
+    let table_path = tenant_table::shard_path(shard_number);
+    let shard_index_path = layout::shard_index_path(&shard);
+    let current_names = match read_current(&shard_index_path) {
+        Some(text) => render::parse_shard_index(&text).map_err(|e| {
+            Diagnostic::file(
+                &shard_index_path,
+                format!("cannot read the shard index: {e}"),
+            )
         })?,
         None => Vec::new(),
     };
+    let mut entries = match read_current(&table_path) {
+        Some(text) => render::parse_table_shard(&text).map_err(|e| {
+            Diagnostic::file(&table_path, format!("cannot read the tenant table: {e}"))
+        })?,
+        None => Vec::new(),
+    };
+    let was_occupied = !current_names.is_empty();
     entries.retain(|e| e.name != name);
-    let mut names: Vec<String> = current_index.into_iter().filter(|n| n != name).collect();
+    let mut names: Vec<String> = current_names.into_iter().filter(|n| n != name).collect();
     let mut changes = Vec::new();
+    // Files the tenant no longer renders (templates may drop one) go with the folder.
+    changes.push(FileChange::Remove {
+        path: layout::output_dir(name),
+    });
     match files {
         Some(files) => {
             if files.folder != name {
@@ -64,10 +77,6 @@ pub fn tenant_change(
             }
             let tenant = validate::tenant(platform, files)?;
             let rendered = render::render_tenant(platform, templates, &tenant)?;
-            // Files the tenant no longer renders (none today, but templates may drop one) go with the folder.
-            changes.push(FileChange::Remove {
-                path: format!("{TENANTS_DIR}/{name}"),
-            });
             for (path, contents) in rendered.files {
                 changes.push(FileChange::Write { path, contents });
             }
@@ -76,20 +85,40 @@ pub fn tenant_change(
         }
         None => {
             changes.push(FileChange::Remove {
-                path: format!("{TENANTS_DIR}/{name}"),
-            });
-            changes.push(FileChange::Remove {
-                path: format!("{TENANTS_DIR}/{name}.yaml"),
+                path: layout::flux_kustomization_path(name),
             });
         }
     }
+    if names.is_empty() {
+        changes.push(FileChange::Remove {
+            path: layout::output_shard_dir(&shard),
+        });
+    } else {
+        changes.push(FileChange::Write {
+            path: shard_index_path,
+            contents: render::render_shard_index(names.iter().map(String::as_str)),
+        });
+    }
+    // The top index only changes when the shard's folder appears or disappears.
+    if was_occupied == names.is_empty() {
+        let mut shards = match read_current(layout::INDEX_PATH) {
+            Some(text) => render::parse_index(&text).map_err(|e| {
+                Diagnostic::file(layout::INDEX_PATH, format!("cannot read the index: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        shards.retain(|s| *s != shard);
+        if !names.is_empty() {
+            shards.push(shard);
+        }
+        changes.push(FileChange::Write {
+            path: layout::INDEX_PATH.to_string(),
+            contents: render::render_index(shards.iter().map(String::as_str)),
+        });
+    }
     changes.push(FileChange::Write {
-        path: INDEX_PATH.to_string(),
-        contents: render::render_index(names.iter().map(String::as_str)),
-    });
-    changes.push(FileChange::Write {
-        path: shard_path,
-        contents: render::render_table_shard(platform, templates, shard, entries)?,
+        path: table_path,
+        contents: render::render_table_shard(platform, templates, shard_number, entries)?,
     });
     Ok(changes)
 }

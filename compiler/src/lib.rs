@@ -16,6 +16,7 @@ pub mod canonical;
 pub mod diagnostics;
 pub mod flux;
 pub mod incremental;
+pub mod layout;
 pub mod platform;
 pub mod quantity;
 pub mod render;
@@ -40,7 +41,7 @@ use std::collections::BTreeMap;
 
 /// The folders (relative to the repository root) the compiler owns entirely: `build` removes anything in them
 /// it did not generate, and `check` reports it.
-pub const GENERATED_ROOTS: &[&str] = &[render::TENANTS_DIR, tenant_table::DIR];
+pub const GENERATED_ROOTS: &[&str] = &[layout::OUTPUT_DIR, tenant_table::DIR];
 
 /// Every generated file, keyed by its path relative to the repository root ('/'-separated).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,23 +72,37 @@ pub fn compile_valid(
         .collect();
     let mut problems = Diagnostics::new();
     let mut files = BTreeMap::new();
-    let shards = platform.token_proxy.tenant_table_shards;
-    let mut table: Vec<Vec<tenant_table::TableEntry>> = vec![Vec::new(); shards as usize];
-    let mut names = Vec::with_capacity(tenants.len());
+    let shards = layout::SHARDS as usize;
+    let mut table: Vec<Vec<tenant_table::TableEntry>> = vec![Vec::new(); shards];
+    let mut names: Vec<Vec<String>> = vec![Vec::new(); shards];
     for r in rendered {
         match r {
             Ok(t) => {
-                table[tenant_table::shard_of(&t.name, shards) as usize].push(t.table_entry);
+                let shard = layout::shard_number(&t.name) as usize;
+                table[shard].push(t.table_entry);
                 files.extend(t.files);
-                names.push(t.name);
+                names[shard].push(t.name);
             }
             Err(d) => problems.extend(d),
         }
     }
     std::mem::take(&mut problems).into_result(())?;
+    // Only shards that hold tenants get an output folder; the index lists those.
+    let mut occupied = Vec::new();
+    for (shard, names) in names.iter().enumerate() {
+        if names.is_empty() {
+            continue;
+        }
+        let shard = layout::shard_name(shard as u32);
+        files.insert(
+            layout::shard_index_path(&shard),
+            render::render_shard_index(names.iter().map(String::as_str)),
+        );
+        occupied.push(shard);
+    }
     files.insert(
-        render::INDEX_PATH.to_string(),
-        render::render_index(names.iter().map(String::as_str)),
+        layout::INDEX_PATH.to_string(),
+        render::render_index(occupied.iter().map(String::as_str)),
     );
     let shard_files: Vec<Result<(String, String), Diagnostic>> = table
         .into_par_iter()

@@ -47,6 +47,11 @@ enum Command {
     Validate,
     /// Print the JSON Schema of tenant.yaml (as committed at tenants/tenant.schema.json).
     Schema,
+    /// Print where a tenant's files live: its shard, spec, secrets and generated output.
+    Path {
+        /// The tenant's name.
+        tenant: String,
+    },
     /// Create, read, re-key and check tenants' SOPS-encrypted secrets files (docs/secrets.md).
     Secrets {
         #[command(subcommand)]
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
             print!("{}", compiler::spec::json_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Path { tenant } => commands::path(&tenant),
         Command::Secrets { command } => {
             cli_secrets::run(command, &cli.repo).map(|()| ExitCode::SUCCESS)
         }

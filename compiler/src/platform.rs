@@ -51,7 +51,8 @@ pub struct TokenProxy {
     pub pod_labels: BTreeMap<String, String>,
     /// The proxy's container port, for the NetworkPolicy.
     pub port: u16,
-    /// How many ConfigMaps the tenant table is split into (power of two, 1 to 256).
+    /// How many ConfigMaps the tenant table is split into. Must be 256: the table is sharded like
+    /// tenants/ and flux/tenants/ (crate::layout), so a change to one tenant rewrites one small shard.
     pub tenant_table_shards: u32,
 }
 
@@ -211,11 +212,11 @@ impl Platform {
             );
         }
         let shards = platform.token_proxy.tenant_table_shards;
-        if !(1..=256).contains(&shards) || !shards.is_power_of_two() {
+        if shards != crate::layout::SHARDS {
             bad(
                 "tokenProxy.tenantTableShards",
                 format!("tokenProxy.tenantTableShards is {shards}"),
-                "use a power of two from 1 to 256",
+                "set it to 256: the tenant table is sharded like tenants/, by the first byte of sha256(name), so that a change to one tenant rewrites one small shard",
             );
         }
         if !(1..=64).contains(&platform.flux.shards) {

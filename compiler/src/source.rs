@@ -1,8 +1,9 @@
-//! Reading the compiler's inputs (templates/platform.yaml, templates/**/*.j2, tenants/*/) from a working tree
+//! Reading the compiler's inputs (templates/platform.yaml, templates/**/*.j2, tenants/<shard>/<name>/) from a working tree
 //! or from a git tree, into memory. This is the only module of the library that touches the filesystem or git
 //! for inputs; [`crate::compile`] itself is pure.
 
 use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::layout::{self, SECRETS_FILE, SPECS_DIR, SPEC_FILE};
 use crate::platform::{Platform, PLATFORM_PATH};
 use crate::templates::Templates;
 use crate::validate::TenantFiles;
@@ -15,11 +16,6 @@ pub struct Inputs {
     pub templates: Templates,
     pub tenants: Vec<TenantFiles>,
 }
-
-const SPEC_FILE: &str = "tenant.yaml";
-const SECRETS_FILE: &str = "secrets.sops.yaml";
-/// Files under tenants/ that are not tenant folders.
-const TENANTS_DIR_FILES: &[&str] = &["tenant.schema.json", "README.md"];
 
 fn read_optional(path: &Path, shown: &str) -> Result<Option<String>, Diagnostic> {
     match std::fs::read(path) {
@@ -40,44 +36,101 @@ pub fn platform_from_dir(root: &Path) -> Result<Platform, Diagnostics> {
     Platform::parse(PLATFORM_PATH, &text)
 }
 
-/// Reads the tenant folders of a checkout, sorted by folder name.
+fn io_problem(path: &str, e: std::io::Error) -> Diagnostic {
+    Diagnostic::file(path, format!("cannot read: {e}"))
+}
+
+/// Reads the tenant folders of a checkout (tenants/<shard>/<name>/), sorted by folder name. Anything else
+/// under tenants/, and a tenant folder in another shard than its name's, is an error.
 pub fn tenants_from_dir(root: &Path) -> Result<Vec<TenantFiles>, Diagnostics> {
-    let dir = root.join("tenants");
+    use rayon::prelude::*;
+    let dir = root.join(SPECS_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Diagnostic::file("tenants", format!("cannot read: {e}")).into()),
+        Err(e) => return Err(io_problem(SPECS_DIR, e).into()),
     };
-    let mut tenants = Vec::new();
     let mut problems = Diagnostics::new();
+    let mut shards = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Diagnostic::file("tenants", e.to_string()))?;
-        let folder = entry.file_name().to_string_lossy().into_owned();
-        let file_type = entry
-            .file_type()
-            .map_err(|e| Diagnostic::file("tenants", e.to_string()))?;
+        let entry = entry.map_err(|e| io_problem(SPECS_DIR, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file_type = entry.file_type().map_err(|e| io_problem(SPECS_DIR, e))?;
         if file_type.is_symlink() {
             problems.push(
-                Diagnostic::file(format!("tenants/{folder}"), "is a symbolic link")
+                Diagnostic::file(format!("{SPECS_DIR}/{name}"), "is a symbolic link").with_hint(
+                    "shard and tenant folders must be plain folders inside the repository",
+                ),
+            );
+        } else if file_type.is_dir() && layout::is_shard_name(&name) {
+            shards.push((name, entry.path()));
+        } else if !(file_type.is_file() && layout::SPECS_DIR_FILES.contains(&name.as_str())) {
+            problems.push(layout::misplaced_in_specs_dir(&name, file_type.is_dir()));
+        }
+    }
+    // Shards are read in parallel: at 10,000 tenants reading inputs is mostly system calls.
+    let per_shard: Vec<(Vec<TenantFiles>, Diagnostics)> = shards
+        .par_iter()
+        .map(|(shard, path)| read_shard_dir(shard, path))
+        .collect();
+    let mut tenants = Vec::new();
+    for (found, shard_problems) in per_shard {
+        tenants.extend(found);
+        problems.extend(shard_problems);
+    }
+    tenants.sort_by(|a, b| a.folder.cmp(&b.folder));
+    problems.into_result(tenants)
+}
+
+/// The tenant folders of one shard folder tenants/<shard>/.
+fn read_shard_dir(shard: &str, path: &Path) -> (Vec<TenantFiles>, Diagnostics) {
+    let shown = format!("{SPECS_DIR}/{shard}");
+    let mut tenants = Vec::new();
+    let mut problems = Diagnostics::new();
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(io_problem(&shown, e));
+            return (tenants, problems);
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(io_problem(&shown, e));
+                continue;
+            }
+        };
+        let folder = entry.file_name().to_string_lossy().into_owned();
+        let file_type = match entry.file_type() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(io_problem(&shown, e));
+                continue;
+            }
+        };
+        if file_type.is_symlink() {
+            problems.push(
+                Diagnostic::file(format!("{shown}/{folder}"), "is a symbolic link")
                     .with_hint("tenant folders must be plain folders inside the repository"),
             );
             continue;
         }
         if !file_type.is_dir() {
-            if !TENANTS_DIR_FILES.contains(&folder.as_str()) {
-                problems.push(Diagnostic::file(format!("tenants/{folder}"), "unexpected file in tenants/").with_hint("each tenant is a folder tenants/<name>/ holding tenant.yaml and secrets.sops.yaml"));
-            }
+            problems.push(
+                Diagnostic::file(format!("{shown}/{folder}"), format!("unexpected file in {shown}/"))
+                    .with_hint("a shard folder holds only tenant folders tenants/<shard>/<name>/ (`openclaw-compiler path <name>` prints them)"),
+            );
+            continue;
+        }
+        if let Err(d) = layout::check_spec_folder(shard, &folder) {
+            problems.push(d);
             continue;
         }
         let base = entry.path();
-        let spec = read_optional(
-            &base.join(SPEC_FILE),
-            &format!("tenants/{folder}/{SPEC_FILE}"),
-        );
-        let secrets = read_optional(
-            &base.join(SECRETS_FILE),
-            &format!("tenants/{folder}/{SECRETS_FILE}"),
-        );
+        let spec = read_optional(&base.join(SPEC_FILE), &layout::spec_path(&folder));
+        let secrets = read_optional(&base.join(SECRETS_FILE), &layout::secrets_path(&folder));
         match (spec, secrets) {
             (Ok(spec), Ok(secrets)) => tenants.push(TenantFiles {
                 folder,
@@ -85,18 +138,13 @@ pub fn tenants_from_dir(root: &Path) -> Result<Vec<TenantFiles>, Diagnostics> {
                 secrets,
             }),
             (a, b) => {
-                problems.extend(
-                    a.err()
-                        .into_iter()
-                        .chain(b.err())
-                        .collect::<Vec<_>>()
-                        .into(),
-                );
+                for d in a.err().into_iter().chain(b.err()) {
+                    problems.push(d);
+                }
             }
         }
     }
-    tenants.sort_by(|a, b| a.folder.cmp(&b.folder));
-    problems.into_result(tenants)
+    (tenants, problems)
 }
 
 /// Reads all inputs from a checkout rooted at `root`.
@@ -145,8 +193,8 @@ pub fn tenant_from_git_tree(
     tree: &git2::Tree,
     name: &str,
 ) -> Result<Option<TenantFiles>, Diagnostic> {
-    let spec = blob_text(repo, tree, &format!("tenants/{name}/{SPEC_FILE}"))?;
-    let secrets = blob_text(repo, tree, &format!("tenants/{name}/{SECRETS_FILE}"))?;
+    let spec = blob_text(repo, tree, &layout::spec_path(name))?;
+    let secrets = blob_text(repo, tree, &layout::secrets_path(name))?;
     if spec.is_none() && secrets.is_none() {
         return Ok(None);
     }
@@ -180,33 +228,61 @@ pub fn platform_and_templates_from_git_tree(
     Ok((platform, templates))
 }
 
-/// Reads all inputs from a commit's tree.
+fn subtree<'r>(
+    repo: &'r git2::Repository,
+    entry: &git2::TreeEntry<'_>,
+    shown: &str,
+) -> Result<git2::Tree<'r>, Diagnostic> {
+    entry
+        .to_object(repo)
+        .and_then(|o| o.peel_to_tree())
+        .map_err(|e| Diagnostic::file(shown, format!("is not a folder in git: {e}")))
+}
+
+/// Reads all inputs from a commit's tree, with the same checks of tenants/ as [`tenants_from_dir`].
 pub fn from_git_tree(repo: &git2::Repository, tree: &git2::Tree) -> Result<Inputs, Diagnostics> {
     let (platform, templates) = platform_and_templates_from_git_tree(repo, tree)?;
     let mut tenants = Vec::new();
-    if let Ok(entry) = tree.get_path(Path::new("tenants")) {
-        let tenants_tree = entry
-            .to_object(repo)
-            .and_then(|o| o.peel_to_tree())
-            .map_err(|e| Diagnostic::file("tenants", format!("tenants is not a folder: {e}")))?;
+    let mut problems = Diagnostics::new();
+    if let Ok(entry) = tree.get_path(Path::new(SPECS_DIR)) {
+        let tenants_tree = subtree(repo, &entry, SPECS_DIR)?;
         for entry in tenants_tree.iter() {
-            if entry.kind() != Some(git2::ObjectType::Tree) {
+            let name = entry.name().unwrap_or_default().to_string();
+            let is_dir = entry.kind() == Some(git2::ObjectType::Tree);
+            if !is_dir || !layout::is_shard_name(&name) {
+                if is_dir || !layout::SPECS_DIR_FILES.contains(&name.as_str()) {
+                    problems.push(layout::misplaced_in_specs_dir(&name, is_dir));
+                }
                 continue;
             }
-            let folder = entry.name().unwrap_or_default().to_string();
-            if let Some(files) = tenant_from_git_tree(repo, tree, &folder)? {
-                tenants.push(files);
-            } else {
-                tenants.push(TenantFiles {
-                    folder,
-                    spec: None,
-                    secrets: None,
-                });
+            let shown = format!("{SPECS_DIR}/{name}");
+            let shard_tree = subtree(repo, &entry, &shown)?;
+            for tenant in shard_tree.iter() {
+                let folder = tenant.name().unwrap_or_default().to_string();
+                if tenant.kind() != Some(git2::ObjectType::Tree) {
+                    problems.push(
+                        Diagnostic::file(format!("{shown}/{folder}"), format!("unexpected file in {shown}/"))
+                            .with_hint("a shard folder holds only tenant folders tenants/<shard>/<name>/ (`openclaw-compiler path <name>` prints them)"),
+                    );
+                    continue;
+                }
+                if let Err(d) = layout::check_spec_folder(&name, &folder) {
+                    problems.push(d);
+                    continue;
+                }
+                match tenant_from_git_tree(repo, tree, &folder)? {
+                    Some(files) => tenants.push(files),
+                    None => tenants.push(TenantFiles {
+                        folder,
+                        spec: None,
+                        secrets: None,
+                    }),
+                }
             }
         }
     }
     tenants.sort_by(|a, b| a.folder.cmp(&b.folder));
-    Ok(Inputs {
+    problems.into_result(Inputs {
         platform,
         templates,
         tenants,

@@ -1,4 +1,4 @@
-//! The tenant spec: the Rust types of `tenants/<name>/tenant.yaml` (apiVersion openclaw.cloud/v1alpha1, kind
+//! The tenant spec: the Rust types of `tenants/<shard>/<name>/tenant.yaml` (apiVersion openclaw.cloud/v1alpha1, kind
 //! Tenant), parsed strictly.
 //!
 //! Parse, don't validate: every field that has rules is a newtype whose constructor enforces them, so a
@@ -354,12 +354,12 @@ impl Provider {
     }
 }
 
-/// `tenants/<name>/tenant.yaml`.
+/// `tenants/<shard>/<name>/tenant.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(
     title = "openclaw-cloud Tenant",
-    description = "tenants/<name>/tenant.yaml"
+    description = "tenants/<shard>/<name>/tenant.yaml"
 )]
 pub struct TenantSpec {
     /// Always `openclaw.cloud/v1alpha1`.
@@ -382,7 +382,7 @@ fn kind_schema(_: &mut SchemaGenerator) -> Schema {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Metadata {
-    /// Must equal the name of the folder under tenants/.
+    /// Must equal the name of the tenant folder, tenants/<shard>/<name>/.
     pub name: TenantName,
 }
 
@@ -514,7 +514,7 @@ impl TenantSpec {
     /// order.
     pub fn to_yaml(&self) -> String {
         let body = serde_yaml::to_string(self).expect("a tenant spec always serialises");
-        format!("# yaml-language-server: $schema=../tenant.schema.json\n{body}")
+        format!("# yaml-language-server: $schema=../../tenant.schema.json\n{body}")
     }
 }
 

@@ -1,11 +1,11 @@
 //! The token proxy's tenant table (docs/tenant-table.md): per tenant the token hash, state, tier limits and
-//! connections, split into ConfigMap shards so that no ConfigMap nears the 1 MiB limit and a change to one
-//! tenant rewrites one shard.
+//! connections, split into 256 ConfigMap shards by the same hash as the repository's layout
+//! ([`crate::layout`]), so that no ConfigMap nears the 1 MiB limit and a change to one tenant rewrites one
+//! shard of about N/256 tenants.
 
 use crate::platform::Platform;
 use crate::spec::{Provider, TenantSpec};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const DIR: &str = "flux/platform/tenant-table";
@@ -46,14 +46,14 @@ pub struct TableConnection {
     pub provider_config_key: String,
 }
 
-/// The shard a tenant belongs to: the first byte of sha256(name) modulo the shard count.
-pub fn shard_of(name: &str, shards: u32) -> u32 {
-    u32::from(Sha256::digest(name.as_bytes())[0]) % shards
+/// The shard a tenant belongs to: its layout shard, the first byte of sha256(name).
+pub fn shard_of(name: &str) -> u32 {
+    crate::layout::shard_number(name)
 }
 
 /// The two-hex-digit id of a shard.
 pub fn shard_id(shard: u32) -> String {
-    format!("{shard:02x}")
+    crate::layout::shard_name(shard)
 }
 
 /// The path of a shard's ConfigMap file.

@@ -3,6 +3,7 @@
 //! secrets file encrypted for exactly the cluster's recipients).
 
 use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::layout;
 use crate::platform::Platform;
 use crate::render::{Tenant, SECRET_NAME};
 use crate::spec::{TenantName, TenantSpec};
@@ -15,20 +16,20 @@ pub const MAX_SECRETS_BYTES: usize = 64 * 1024;
 /// A tenant's files as read from a working tree or a git tree, before any parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantFiles {
-    /// The folder name under tenants/.
+    /// The tenant's folder name, under its shard folder of tenants/ ([`crate::layout`]).
     pub folder: String,
-    /// tenants/<folder>/tenant.yaml, or None when missing.
+    /// tenants/<shard>/<folder>/tenant.yaml, or None when missing.
     pub spec: Option<String>,
-    /// tenants/<folder>/secrets.sops.yaml, or None when missing.
+    /// tenants/<shard>/<folder>/secrets.sops.yaml, or None when missing.
     pub secrets: Option<String>,
 }
 
 impl TenantFiles {
     pub fn spec_path(&self) -> String {
-        format!("tenants/{}/tenant.yaml", self.folder)
+        layout::spec_path(&self.folder)
     }
     pub fn secrets_path(&self) -> String {
-        format!("tenants/{}/secrets.sops.yaml", self.folder)
+        layout::secrets_path(&self.folder)
     }
 }
 
@@ -36,13 +37,13 @@ impl TenantFiles {
 pub fn tenant(platform: &Platform, files: &TenantFiles) -> Result<Tenant, Diagnostics> {
     let spec_path = files.spec_path();
     if let Err(why) = TenantName::parse(files.folder.clone()) {
-        return Err(Diagnostic::file(format!("tenants/{}", files.folder), format!("folder name is not a valid tenant name: {why}"))
+        return Err(Diagnostic::file(layout::spec_dir(&files.folder), format!("folder name is not a valid tenant name: {why}"))
             .with_hint("rename the folder to the tenant's name (lowercase letters, digits, '-'; at most 40 characters)")
             .into());
     }
     let Some(source) = files.spec.as_deref() else {
         return Err(Diagnostic::file(&spec_path, "tenant.yaml is missing")
-            .with_hint("every folder under tenants/ holds tenant.yaml and secrets.sops.yaml; remove the folder to delete the tenant")
+            .with_hint("every tenant folder under tenants/<shard>/ holds tenant.yaml and secrets.sops.yaml; remove the folder to delete the tenant")
             .into());
     };
     let spec = TenantSpec::parse(&spec_path, source)?;
@@ -63,14 +64,14 @@ pub fn tenant(platform: &Platform, files: &TenantFiles) -> Result<Tenant, Diagno
         bad(
             "metadata.name",
             format!(
-                "metadata.name is {:?} but the file is in tenants/{}/",
+                "metadata.name is {:?} but the file is in {}/",
                 spec.name().as_str(),
-                files.folder
+                layout::spec_dir(&files.folder)
             ),
             format!(
-                "set metadata.name to {:?} or move the file to tenants/{}/",
+                "set metadata.name to {:?} or move the file to {}/",
                 files.folder,
-                spec.name()
+                layout::spec_dir(spec.name().as_str())
             ),
         );
     }
@@ -250,7 +251,7 @@ pub fn tenants(platform: &Platform, files: &[TenantFiles]) -> Result<Vec<Tenant>
         let hash = t.spec.spec.proxy_token.sha256.as_str();
         if let Some(other) = hashes.insert(hash, t.spec.name().as_str()) {
             let name = t.spec.name().as_str();
-            let path = format!("tenants/{name}/tenant.yaml");
+            let path = layout::spec_path(name);
             let source = files
                 .iter()
                 .find(|f| f.folder == name)

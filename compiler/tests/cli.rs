@@ -2,6 +2,7 @@
 
 mod support;
 
+use compiler::layout;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -36,25 +37,23 @@ fn check_passes_on_the_repository_and_build_changes_nothing() {
 fn check_lists_missing_differing_and_stale_files() {
     let repo = support::copy_repo();
     let p = repo.path();
-    std::fs::remove_file(p.join("flux/tenants/acme/deployment.yaml")).unwrap();
-    std::fs::write(
-        p.join("flux/tenants/globex/configmap.yaml"),
-        "edited by hand\n",
-    )
-    .unwrap();
-    std::fs::write(p.join("flux/tenants/ghost.yaml"), "stale\n").unwrap();
+    std::fs::remove_file(p.join(layout::manifests_path("acme"))).unwrap();
+    std::fs::write(p.join(layout::manifests_path("globex")), "edited by hand\n").unwrap();
+    let ghost = layout::flux_kustomization_path("ghost");
+    std::fs::create_dir_all(p.join(&ghost).parent().unwrap()).unwrap();
+    std::fs::write(p.join(&ghost), "stale\n").unwrap();
     let o = cli(p, &["check"]);
     assert_eq!(o.status.code(), Some(1));
     let t = text(&o);
     assert!(
-        t.contains("missing: flux/tenants/acme/deployment.yaml"),
+        t.contains(&format!("missing: {}", layout::manifests_path("acme"))),
         "{t}"
     );
     assert!(
-        t.contains("differs: flux/tenants/globex/configmap.yaml"),
+        t.contains(&format!("differs: {}", layout::manifests_path("globex"))),
         "{t}"
     );
-    assert!(t.contains("stale:   flux/tenants/ghost.yaml"), "{t}");
+    assert!(t.contains(&format!("stale:   {ghost}")), "{t}");
     assert!(t.contains("1 missing, 1 differing, 1 stale"), "{t}");
 }
 
@@ -62,14 +61,18 @@ fn check_lists_missing_differing_and_stale_files() {
 fn build_removes_the_output_of_deleted_tenants() {
     let repo = support::copy_repo();
     let p = repo.path();
-    std::fs::remove_dir_all(p.join("tenants/globex")).unwrap();
+    std::fs::remove_dir_all(p.join(layout::spec_dir("globex"))).unwrap();
     let o = cli(p, &["build"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!p.join("flux/tenants/globex").exists());
-    assert!(!p.join("flux/tenants/globex.yaml").exists());
-    let index = std::fs::read_to_string(p.join("flux/tenants/kustomization.yaml")).unwrap();
+    assert!(!p.join(layout::output_dir("globex")).exists());
+    assert!(!p.join(layout::flux_kustomization_path("globex")).exists());
+    // globex was alone in its shard: the shard's folder and its line in the index go too.
+    let globex_shard = layout::shard_of("globex");
+    assert!(!p.join(layout::output_shard_dir(&globex_shard)).exists());
+    let index = std::fs::read_to_string(p.join(layout::INDEX_PATH)).unwrap();
     assert!(
-        !index.contains("globex") && index.contains("acme.yaml"),
+        !index.contains(&format!("- {globex_shard}"))
+            && index.contains(&format!("- \"{}\"", layout::shard_of("acme"))),
         "{index}"
     );
     let table = compiler::sink::generated_on_disk(p).unwrap();
@@ -84,7 +87,7 @@ fn build_removes_the_output_of_deleted_tenants() {
 fn diff_shows_what_a_spec_change_renders() {
     let repo = support::copy_repo();
     let p = repo.path();
-    let spec = p.join("tenants/acme/tenant.yaml");
+    let spec = p.join(layout::spec_path("acme"));
     let s = std::fs::read_to_string(&spec)
         .unwrap()
         .replace("tier: starter", "tier: pro");
@@ -92,18 +95,18 @@ fn diff_shows_what_a_spec_change_renders() {
     let o = cli(p, &["diff", "--color", "never"]);
     assert_eq!(o.status.code(), Some(1), "diff exits 1 when output differs");
     let t = String::from_utf8_lossy(&o.stdout);
+    let manifests = layout::manifests_path("acme");
     assert!(
-        t.contains(
-            "--- a/flux/tenants/acme/deployment.yaml\n+++ b/flux/tenants/acme/deployment.yaml"
-        ),
+        t.contains(&format!("--- a/{manifests}\n+++ b/{manifests}")),
         "{t}"
     );
     assert!(
         t.contains("-    openclaw.cloud/tier: starter\n+    openclaw.cloud/tier: pro"),
         "{t}"
     );
+    // The Deployment's CPU limit follows the tier.
     assert!(
-        t.contains("-            cpu: \"1\"\n+            cpu: \"2\""),
+        t.contains("\n-            cpu: \"1\"\n") && t.contains("\n+            cpu: \"2\"\n"),
         "{t}"
     );
     let coloured = cli(p, &["diff", "--color", "always"]);
@@ -129,7 +132,7 @@ fn diff_against_a_git_revision() {
     git.commit(Some("HEAD"), &sig, &sig, "base", &tree, &[])
         .unwrap();
     // Change a spec and rebuild the working tree: the diff against HEAD shows the change.
-    let spec = p.join("tenants/initech/tenant.yaml");
+    let spec = p.join(layout::spec_path("initech"));
     std::fs::write(
         &spec,
         std::fs::read_to_string(&spec)
@@ -157,7 +160,7 @@ fn validate_checks_specs_without_rendering() {
     let o = cli(repo.path(), &["validate"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("3 tenant specs are valid"));
-    let spec = repo.path().join("tenants/acme/tenant.yaml");
+    let spec = repo.path().join(layout::spec_path("acme"));
     std::fs::write(
         &spec,
         std::fs::read_to_string(&spec)
@@ -168,7 +171,10 @@ fn validate_checks_specs_without_rendering() {
     let o = cli(repo.path(), &["validate"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("tenants/acme/tenant.yaml:10:9: error: unknown tier \"gold\""),
+        text(&o).contains(&format!(
+            "{}:10:9: error: unknown tier \"gold\"",
+            layout::spec_path("acme")
+        )),
         "{}",
         text(&o)
     );
@@ -182,4 +188,70 @@ fn a_folder_that_is_not_a_repository_gets_a_clear_error() {
     assert!(
         text(&o).contains("has no templates/ folder: run from the repository root or pass --repo")
     );
+}
+
+#[test]
+fn path_prints_a_tenants_paths() {
+    let repo = support::copy_repo();
+    let o = cli(repo.path(), &["path", "acme"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, layout::describe("acme"));
+    for line in [
+        "shard: 82\n".to_string(),
+        format!("spec: {}\n", layout::spec_path("acme")),
+        format!("secrets: {}\n", layout::secrets_path("acme")),
+        format!("output: {}/\n", layout::output_dir("acme")),
+        format!(
+            "flux-kustomization: {}\n",
+            layout::flux_kustomization_path("acme")
+        ),
+        "history: git log -- 'tenants/*/acme'\n".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} missing from:\n{out}");
+    }
+    // The paths it prints are where the example tenant is.
+    assert!(repo.path().join(layout::spec_path("acme")).is_file());
+    let o = cli(repo.path(), &["path", "Not_A_Name"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("\"Not_A_Name\" is not a valid tenant name"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_tenant_in_the_wrong_shard_folder_is_an_error_naming_the_right_path() {
+    let repo = support::copy_repo();
+    let p = repo.path();
+    std::fs::create_dir_all(p.join("tenants/00")).unwrap();
+    std::fs::rename(p.join(layout::spec_dir("acme")), p.join("tenants/00/acme")).unwrap();
+    let before = compiler::sink::generated_on_disk(p).unwrap();
+    let o = cli(p, &["build"]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains(
+            "tenants/00/acme: error: tenant folder is in the wrong shard: acme belongs in tenants/82/acme/"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("git mv tenants/00/acme tenants/82/acme"), "{t}");
+    assert_eq!(before, compiler::sink::generated_on_disk(p).unwrap());
+}
+
+#[test]
+fn a_tenant_folder_in_the_old_flat_layout_is_an_error_with_the_move_to_make() {
+    let repo = support::copy_repo();
+    let p = repo.path();
+    std::fs::rename(p.join(layout::spec_dir("acme")), p.join("tenants/acme")).unwrap();
+    let o = cli(p, &["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains("tenants/acme: error: folder is not a shard folder of tenants/"),
+        "{t}"
+    );
+    assert!(t.contains("git mv tenants/acme tenants/82/acme"), "{t}");
 }

@@ -22,31 +22,38 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn tenant_dirs() -> Vec<PathBuf> {
-    let root = support::repo_root().join("flux/tenants");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+fn sorted_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
+    dirs
+}
+
+/// flux/tenants/<shard>/: the shard folders, each with the index of its tenants' Flux Kustomizations.
+fn shard_dirs() -> Vec<PathBuf> {
+    let dirs = sorted_dirs(&support::repo_root().join(compiler::layout::OUTPUT_DIR));
     assert!(!dirs.is_empty());
     dirs
 }
 
-/// Plain Kubernetes objects the compiler renders (not the SOPS file, not kustomization.yaml).
+/// flux/tenants/<shard>/<name>/: every tenant's generated folder.
+fn tenant_dirs() -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = shard_dirs().iter().flat_map(|d| sorted_dirs(d)).collect();
+    assert_eq!(dirs.len(), 3, "the three example tenants");
+    dirs
+}
+
+/// Plain Kubernetes objects the compiler renders: each tenant's manifests file and the tenant table's
+/// ConfigMaps (not the SOPS file, not kustomization.yaml).
 fn rendered_kubernetes_files() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for dir in tenant_dirs() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let p = entry.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if name != "kustomization.yaml" && name != "secret.sops.yaml" {
-                files.push(p);
-            }
-        }
-    }
-    for entry in std::fs::read_dir(support::repo_root().join("flux/platform/tenant-table")).unwrap()
+    let mut files: Vec<PathBuf> = tenant_dirs()
+        .iter()
+        .map(|d| d.join(compiler::layout::MANIFESTS_FILE))
+        .collect();
+    for entry in std::fs::read_dir(support::repo_root().join(compiler::tenant_table::DIR)).unwrap()
     {
         let p = entry.unwrap().path();
         if p.file_name().unwrap() != "kustomization.yaml" {
@@ -57,6 +64,14 @@ fn rendered_kubernetes_files() -> Vec<PathBuf> {
     files
 }
 
+/// The number of YAML documents in `files`.
+fn document_count(files: &[PathBuf]) -> usize {
+    files
+        .iter()
+        .map(|f| serde_yaml::Deserializer::from_str(&std::fs::read_to_string(f).unwrap()).count())
+        .sum()
+}
+
 #[test]
 fn openclaw_accepts_every_rendered_config() {
     let Some(openclaw) = support::tool("openclaw") else {
@@ -64,9 +79,9 @@ fn openclaw_accepts_every_rendered_config() {
     };
     let home = tempfile::tempdir().unwrap();
     for dir in tenant_dirs() {
-        let cm: Value =
-            serde_yaml::from_str(&std::fs::read_to_string(dir.join("configmap.yaml")).unwrap())
-                .unwrap();
+        let manifests =
+            std::fs::read_to_string(dir.join(compiler::layout::MANIFESTS_FILE)).unwrap();
+        let cm: Value = serde_yaml::from_str(&support::manifest(&manifests, "ConfigMap")).unwrap();
         let config = cm["data"]["openclaw.json"].as_str().unwrap();
         let path = home.path().join("openclaw.json");
         std::fs::write(&path, config).unwrap();
@@ -100,7 +115,13 @@ fn every_kubernetes_object_passes_strict_schema_validation() {
         .args(["--strict", "-k", K8S_VERSION])
         .args(&files));
     assert!(ok, "kubernetes-validate failed:\n{text}");
-    assert_eq!(text.matches(" passed ").count(), files.len(), "{text}");
+    // One line per document: 8 per tenant's manifests file, one per tenant-table shard.
+    assert_eq!(
+        text.matches(" passed ").count(),
+        document_count(&files),
+        "{text}"
+    );
+    assert_eq!(document_count(&files), 3 * 8 + 256);
     // The bootstrap's plain Kubernetes objects too.
     let cluster = support::repo_root().join("flux/clusters/production/tenant-reconciler.yaml");
     let platform_ns = support::repo_root().join("flux/platform/namespace.yaml");
@@ -117,15 +138,45 @@ fn kustomize_builds_every_folder_flux_builds() {
         return;
     };
     let root = support::repo_root();
+    // Each tenant's folder (what its Flux Kustomization builds), each shard's index and the top index
+    // (what the parent `tenants` Kustomization builds: Flux Kustomizations only).
     let mut dirs = tenant_dirs();
-    dirs.push(root.join("flux/tenants"));
+    dirs.extend(shard_dirs());
+    dirs.push(root.join(compiler::layout::OUTPUT_DIR));
     dirs.push(root.join("flux/platform"));
     dirs.push(root.join("flux/clusters/production"));
-    for dir in dirs {
-        let (ok, text) = run(Command::new(&kubectl).arg("kustomize").arg(&dir));
+    for dir in &dirs {
+        let (ok, text) = run(Command::new(&kubectl).arg("kustomize").arg(dir));
         assert!(ok, "kubectl kustomize {} failed:\n{text}", dir.display());
         assert!(text.contains("kind:"), "{}: empty build", dir.display());
     }
+    // App of apps: the top index and the shard indexes build exactly the tenants' Flux Kustomizations,
+    // never a tenant's own resources.
+    let mut names = Vec::new();
+    for dir in shard_dirs()
+        .into_iter()
+        .chain([root.join(compiler::layout::OUTPUT_DIR)])
+    {
+        let (ok, text) = run(Command::new(&kubectl).arg("kustomize").arg(&dir));
+        assert!(ok, "kubectl kustomize {} failed:\n{text}", dir.display());
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
+            assert_eq!(
+                (doc["apiVersion"].as_str(), doc["kind"].as_str()),
+                (
+                    Some("kustomize.toolkit.fluxcd.io/v1"),
+                    Some("Kustomization")
+                ),
+                "{}: builds {doc}",
+                dir.display()
+            );
+            if dir.ends_with(compiler::layout::OUTPUT_DIR) {
+                names.push(doc["metadata"]["name"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["tenant-acme", "tenant-globex", "tenant-initech"]);
 }
 
 #[test]
@@ -305,11 +356,13 @@ fn every_flux_object_matches_its_crd_field_by_field() {
     let kustomization = crd_schema("kustomize.toolkit.fluxcd.io_kustomizations.yaml", "v1");
     let gitrepository = crd_schema("source.toolkit.fluxcd.io_gitrepositories.yaml", "v1");
     let receiver = crd_schema("notification.toolkit.fluxcd.io_receivers.yaml", "v1");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("flux/tenants"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let mut files: Vec<PathBuf> = shard_dirs()
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
         .filter(|p| p.is_file() && p.file_name().unwrap() != "kustomization.yaml")
         .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "one Flux Kustomization per example tenant");
     for f in [
         "gitrepository.yaml",
         "platform.yaml",

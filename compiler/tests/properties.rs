@@ -50,13 +50,13 @@ proptest! {
     #[test]
     fn any_valid_spec_renders_valid_output((name, spec) in spec_strategy()) {
         let inputs = support::repo_inputs();
-        let secrets = std::fs::read_to_string(support::repo_root().join("tenants/acme/secrets.sops.yaml")).unwrap()
+        let secrets = std::fs::read_to_string(support::repo_root().join(compiler::layout::secrets_path("acme"))).unwrap()
             .replace("namespace: customer-acme", &format!("namespace: customer-{name}"));
         let files = TenantFiles { folder: name.clone(), spec: Some(spec.clone()), secrets: Some(secrets.clone()) };
         let output = compiler::compile(&inputs.platform, &inputs.templates, std::slice::from_ref(&files))
             .unwrap_or_else(|d| panic!("valid spec rejected:\n{d}\n{spec}"));
         let parsed = compiler::spec::TenantSpec::parse("spec", &spec).unwrap();
-        let dir = format!("flux/tenants/{name}");
+        let dir = compiler::layout::output_dir(&name);
         // The tenant's kustomization lists exactly the files in its folder.
         let kustomization: Value = serde_yaml::from_str(&output.files[&format!("{dir}/kustomization.yaml")]).unwrap();
         let listed: Vec<&str> = kustomization["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
@@ -66,7 +66,7 @@ proptest! {
         prop_assert_eq!(listed_sorted, in_dir.iter().map(String::as_str).collect::<Vec<_>>());
         prop_assert_eq!(&output.files[&format!("{dir}/secret.sops.yaml")], &secrets);
         // Every object is in the tenant's namespace, and the Deployment follows the state.
-        let deployment: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(&output.files[&format!("{dir}/deployment.yaml")]).unwrap();
+        let deployment: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(&support::manifest(&output.files[&compiler::layout::manifests_path(&name)], "Deployment")).unwrap();
         let namespace = format!("customer-{name}");
         prop_assert_eq!(deployment.metadata.namespace.as_deref(), Some(namespace.as_str()));
         let spec_d = deployment.spec.unwrap();
@@ -76,20 +76,27 @@ proptest! {
         prop_assert_eq!(sc.read_only_root_filesystem, Some(true));
         prop_assert_eq!(sc.allow_privilege_escalation, Some(false));
         // The config carries the allow-list as strings and points the model at the proxy.
-        let cm: Value = serde_yaml::from_str(&output.files[&format!("{dir}/configmap.yaml")]).unwrap();
+        let cm: Value = serde_yaml::from_str(&support::manifest(&output.files[&compiler::layout::manifests_path(&name)], "ConfigMap")).unwrap();
         let config: Value = serde_json::from_str(cm["data"]["openclaw.json"].as_str().unwrap()).unwrap();
         let allow: Vec<String> = parsed.spec.agent.allow_from.iter().map(|i| i.to_string()).collect();
         prop_assert_eq!(config["channels"]["telegram"]["allowFrom"].clone(), serde_json::json!(allow));
         prop_assert_eq!(config["models"]["providers"]["kimi"]["baseUrl"].as_str(), Some(inputs.platform.token_proxy.url.as_str()));
         prop_assert_eq!(config["agents"]["defaults"]["model"]["primary"].as_str(), Some(parsed.spec.agent.model.as_str()));
         // The tenant's row in the proxy's table.
-        let shard = compiler::tenant_table::shard_path(compiler::tenant_table::shard_of(&name, inputs.platform.token_proxy.tenant_table_shards));
+        let shard = compiler::tenant_table::shard_path(compiler::tenant_table::shard_of(&name));
         let entries = compiler::render::parse_table_shard(&output.files[&shard]).unwrap();
         prop_assert_eq!(entries.len(), 1);
         prop_assert_eq!(&entries[0].token_sha256, parsed.spec.proxy_token.sha256.as_str());
         prop_assert_eq!(entries[0].connections.len(), parsed.spec.connections.len());
-        // The index lists the tenant's Flux Kustomization.
-        let listed_in_index = output.files["flux/tenants/kustomization.yaml"].contains(&format!("- {name}.yaml"));
-        prop_assert!(listed_in_index, "index lacks {}", name);
+        // The shard's index lists the tenant's Flux Kustomization, and the top index lists the shard.
+        let shard_name = compiler::layout::shard_of(&name);
+        let listed_in_shard = compiler::render::parse_shard_index(&output.files[&compiler::layout::shard_index_path(&shard_name)]).unwrap();
+        prop_assert_eq!(listed_in_shard, vec![name.clone()]);
+        let shards = compiler::render::parse_index(&output.files[compiler::layout::INDEX_PATH]).unwrap();
+        prop_assert_eq!(shards, vec![shard_name]);
+        // The Flux Kustomization builds the tenant's folder.
+        let flux: Value = serde_yaml::from_str(&output.files[&compiler::layout::flux_kustomization_path(&name)]).unwrap();
+        let flux_path = format!("./{dir}");
+        prop_assert_eq!(flux["spec"]["path"].as_str(), Some(flux_path.as_str()));
     }
 }

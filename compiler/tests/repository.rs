@@ -8,7 +8,7 @@ use compiler::Output;
 #[test]
 fn committed_schema_is_generated_from_the_types() {
     let committed =
-        std::fs::read_to_string(support::repo_root().join("tenants/tenant.schema.json")).unwrap();
+        std::fs::read_to_string(support::repo_root().join(compiler::layout::SCHEMA_PATH)).unwrap();
     assert!(
         committed == compiler::spec::json_schema(),
         "tenants/tenant.schema.json is stale: run `cargo run -p compiler -- schema > tenants/tenant.schema.json`"
@@ -106,16 +106,7 @@ fn single_tenant_change_equals_full_compile() {
             )
             .unwrap()
         };
-        for change in changes {
-            match change {
-                compiler::incremental::FileChange::Write { path, contents } => {
-                    files.insert(path, contents);
-                }
-                compiler::incremental::FileChange::Remove { path } => {
-                    files.retain(|p, _| p != &path && !p.starts_with(&format!("{path}/")));
-                }
-            }
-        }
+        apply(&mut files, changes);
     }
     tenants[7] = changed;
     tenants.push(added);
@@ -130,6 +121,98 @@ fn single_tenant_change_equals_full_compile() {
             &files[path], text,
             "{path} differs between incremental and full compile"
         );
+    }
+}
+
+/// Applies `changes` to `files` as the api applies them to a git tree.
+fn apply(
+    files: &mut std::collections::BTreeMap<String, String>,
+    changes: Vec<compiler::incremental::FileChange>,
+) {
+    for change in changes {
+        match change {
+            compiler::incremental::FileChange::Write { path, contents } => {
+                files.insert(path, contents);
+            }
+            compiler::incremental::FileChange::Remove { path } => {
+                files.retain(|p, _| p != &path && !p.starts_with(&format!("{path}/")));
+            }
+        }
+    }
+}
+
+#[test]
+fn emptying_and_refilling_a_shard_incrementally_equals_full_compile() {
+    let inputs = support::repo_inputs();
+    let mut tenants = support::generated_tenants(600);
+    // A shard holding several tenants: remove them one by one (the last removal drops the shard's folder
+    // and its line of the top index), then add them back (the first addition brings both back).
+    let shard = compiler::layout::shard_of(&tenants[0].folder);
+    let mates: Vec<compiler::TenantFiles> = tenants
+        .iter()
+        .filter(|t| compiler::layout::shard_of(&t.folder) == shard)
+        .cloned()
+        .collect();
+    assert!(mates.len() >= 2, "600 tenants put several in one shard");
+    let mut files = compiler::compile(&inputs.platform, &inputs.templates, &tenants)
+        .unwrap()
+        .files;
+    let index_path = compiler::layout::shard_index_path(&shard);
+    let steps = mates
+        .iter()
+        .map(|t| (t.folder.clone(), None))
+        .chain(mates.iter().map(|t| (t.folder.clone(), Some(t.clone()))));
+    for (i, (name, tenant)) in steps.enumerate() {
+        let reads = std::cell::RefCell::new(Vec::new());
+        let changes = {
+            let read = |p: &str| {
+                reads.borrow_mut().push(p.to_string());
+                files.get(p).cloned()
+            };
+            compiler::incremental::tenant_change(
+                &inputs.platform,
+                &inputs.templates,
+                &name,
+                tenant.as_ref(),
+                &read,
+            )
+            .unwrap()
+        };
+        // Only the shard's own files are read, and the top index (at most 256 lines) only when the
+        // shard's folder appears or disappears.
+        let table = compiler::tenant_table::shard_path(compiler::layout::shard_number(&name));
+        for read in reads.borrow().iter() {
+            assert!(
+                *read == index_path || *read == table || read == compiler::layout::INDEX_PATH,
+                "tenant_change read {read}"
+            );
+        }
+        let touches_top = reads
+            .borrow()
+            .iter()
+            .any(|r| r == compiler::layout::INDEX_PATH);
+        let boundary = i == mates.len() - 1 || i == mates.len();
+        assert_eq!(touches_top, boundary, "step {i}: top index read");
+        apply(&mut files, changes);
+        match tenant {
+            Some(t) => tenants.push(t),
+            None => tenants.retain(|t| t.folder != name),
+        }
+        tenants.sort_by(|a, b| a.folder.cmp(&b.folder));
+        if boundary || i == 0 {
+            let full = compiler::compile(&inputs.platform, &inputs.templates, &tenants)
+                .unwrap()
+                .files;
+            assert_eq!(
+                files.keys().collect::<Vec<_>>(),
+                full.keys().collect::<Vec<_>>(),
+                "step {i}"
+            );
+            assert!(
+                files == full,
+                "step {i}: contents differ from a full compile"
+            );
+        }
     }
 }
 

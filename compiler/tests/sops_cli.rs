@@ -182,11 +182,11 @@ fn exercise(runner: &dyn Runner, repo: &Path, keys: &Path) {
         true,
     );
     assert!(
-        r.stderr.contains("tenants/acme/secrets.sops.yaml"),
+        r.stderr.contains(&compiler::layout::secrets_path("acme")),
         "{}",
         r.stderr
     );
-    let path = repo.join("tenants/acme/secrets.sops.yaml");
+    let path = repo.join(compiler::layout::secrets_path("acme"));
     let text = std::fs::read_to_string(&path).unwrap();
     sops::verify_without_keys(
         &text,
@@ -402,7 +402,7 @@ fn exercise(runner: &dyn Runner, repo: &Path, keys: &Path) {
             file.display()
         );
     }
-    assert!(!repo.join("tenants/beta").exists());
+    assert!(!repo.join(compiler::layout::spec_dir("beta")).exists());
 }
 
 #[test]
@@ -469,7 +469,7 @@ fn sops_recipients_come_from_the_platform_config() {
 
     let r = runner.run(&["set", "acme"], &format!("proxy-token={PROXY}\n"), &[]);
     assert!(r.ok, "{}", r.stderr);
-    let file = repo.path().join("tenants/acme/secrets.sops.yaml");
+    let file = repo.path().join(compiler::layout::secrets_path("acme"));
     let text = std::fs::read_to_string(&file).unwrap();
     sops::verify_without_keys(
         &text,

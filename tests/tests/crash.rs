@@ -281,15 +281,34 @@ sha256 = "{hash}"
 
 fn tenants_in(repo: &git2::Repository, head: git2::Oid) -> BTreeSet<String> {
     let tree = repo.find_commit(head).unwrap().tree().unwrap();
-    let Ok(entry) = tree.get_path(Path::new("tenants")) else {
+    let Ok(entry) = tree.get_path(Path::new(compiler::layout::SPECS_DIR)) else {
         return BTreeSet::new();
     };
-    let tenants = repo.find_tree(entry.id()).unwrap();
-    tenants
+    let shards = repo.find_tree(entry.id()).unwrap();
+    let mut tenants = BTreeSet::new();
+    for shard in shards
         .iter()
         .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
-        .map(|e| e.name().unwrap().to_owned())
-        .collect()
+    {
+        let shard_tree = repo.find_tree(shard.id()).unwrap();
+        for tenant in shard_tree
+            .iter()
+            .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+        {
+            let name = tenant.name().unwrap().to_owned();
+            assert_eq!(
+                compiler::layout::spec_dir(&name),
+                format!(
+                    "{}/{}/{name}",
+                    compiler::layout::SPECS_DIR,
+                    shard.name().unwrap()
+                ),
+                "{name} is in its shard folder"
+            );
+            tenants.insert(name);
+        }
+    }
+    tenants
 }
 
 /// Each tenant's provision commit appears exactly once in the (linear) history.

@@ -394,7 +394,7 @@ async fn unreachable_remote_queues_when_configured() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let repo = p.remote();
-    let spec = file_at(&repo, p.head(), "tenants/acme/tenant.yaml").unwrap();
+    let spec = file_at(&repo, p.head(), &compiler::layout::spec_path("acme")).unwrap();
     assert!(spec.contains("state: suspended"), "{spec}");
     assert_eq!(linear_history(&repo, p.head()).len(), 3);
     p.finish().await;
@@ -437,7 +437,7 @@ async fn concurrent_pushes_from_a_second_clone() {
             std::fs::write(notes.join(format!("runbook-{i}.md")), format!("note {i}\n")).unwrap();
             // An SRE change to a tenant's spec as well: the api must keep it.
             if i == 0 {
-                let spec = work.join("tenants/sre-managed/tenant.yaml");
+                let spec = work.join(compiler::layout::spec_path("sre-managed"));
                 let text = std::fs::read_to_string(&spec)
                     .unwrap()
                     .replace("thinking: medium", "thinking: low");
@@ -510,7 +510,7 @@ async fn concurrent_pushes_from_a_second_clone() {
     let store = p.store().await;
     for name in &names {
         assert!(
-            file_at(&repo, head, &format!("tenants/{name}/tenant.yaml")).is_some(),
+            file_at(&repo, head, &compiler::layout::spec_path(name)).is_some(),
             "{name} in git"
         );
         let row = store.tenant(name).await.unwrap().expect("in the database");
@@ -529,7 +529,7 @@ async fn concurrent_pushes_from_a_second_clone() {
             .count();
         assert_eq!(provisions, 1, "{name} provisioned exactly once");
     }
-    let spec = file_at(&repo, head, "tenants/sre-managed/tenant.yaml").unwrap();
+    let spec = file_at(&repo, head, &compiler::layout::spec_path("sre-managed")).unwrap();
     assert!(
         spec.contains("thinking: low") && spec.contains("language: fr"),
         "both sides' changes survive: {spec}"

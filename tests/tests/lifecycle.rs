@@ -2,6 +2,7 @@
 //! action lands as one commit with the right author and trailers, the rendered output builds with
 //! kustomize, reads come from git, and no plaintext token is anywhere in the repository's history.
 
+use compiler::layout;
 use e2e::{
     export_tree, file_at, kubectl_available, kustomize, linear_history, objects_containing,
     Backend, Options, Platform,
@@ -52,7 +53,7 @@ async fn lifecycle(backend: Backend) {
         "getMe was asked"
     );
 
-    let spec = file_at(&repo, provisioned, "tenants/acme/tenant.yaml").expect("spec committed");
+    let spec = file_at(&repo, provisioned, &layout::spec_path("acme")).expect("spec committed");
     let spec = compiler::spec::TenantSpec::parse("tenant.yaml", &spec).unwrap();
     assert_eq!(spec.spec.tier.as_str(), "starter");
     assert_eq!(
@@ -65,7 +66,7 @@ async fn lifecycle(backend: Backend) {
         vec![4242]
     );
     let secrets =
-        file_at(&repo, provisioned, "tenants/acme/secrets.sops.yaml").expect("secrets committed");
+        file_at(&repo, provisioned, &layout::secrets_path("acme")).expect("secrets committed");
     let decrypted = compiler::sops::decrypt(&secrets, &p.identity).unwrap();
     let data = decrypted.string_data().clone();
     assert_eq!(data["telegram-bot-token"], bot_token);
@@ -76,17 +77,28 @@ async fn lifecycle(backend: Backend) {
         spec.spec.proxy_token.sha256
     );
     for path in [
-        "flux/tenants/acme/kustomization.yaml",
-        "flux/tenants/acme.yaml",
-        "flux/tenants/acme/deployment.yaml",
+        layout::output_kustomization_path("acme"),
+        layout::flux_kustomization_path("acme"),
+        layout::manifests_path("acme"),
+        layout::output_secret_path("acme"),
     ] {
         assert!(
-            file_at(&repo, provisioned, path).is_some(),
+            file_at(&repo, provisioned, &path).is_some(),
             "{path} rendered"
         );
     }
-    let index = file_at(&repo, provisioned, "flux/tenants/kustomization.yaml").unwrap();
-    assert!(index.contains("acme.yaml"), "{index}");
+    let shard_index = file_at(
+        &repo,
+        provisioned,
+        &layout::shard_index_path(&layout::shard_of("acme")),
+    )
+    .unwrap();
+    assert!(shard_index.contains("acme.yaml"), "{shard_index}");
+    let index = file_at(&repo, provisioned, layout::INDEX_PATH).unwrap();
+    assert_eq!(
+        compiler::render::parse_index(&index).unwrap(),
+        [layout::shard_of("acme")]
+    );
 
     // Reads come from git.
     let (status, view) = p.call(Method::GET, "/v1/tenants/acme", None, None).await;
@@ -122,10 +134,7 @@ async fn lifecycle(backend: Backend) {
     let table = file_at(
         &repo,
         p.head(),
-        &format!(
-            "flux/platform/tenant-table/tenant-table-{}.yaml",
-            shard("acme")
-        ),
+        &compiler::tenant_table::shard_path(layout::shard_number("acme")),
     )
     .unwrap();
     assert!(
@@ -156,7 +165,7 @@ async fn lifecycle(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rotated = git2::Oid::from_str(body["commit"].as_str().unwrap()).unwrap();
-    let secrets = file_at(&repo, rotated, "tenants/acme/secrets.sops.yaml").unwrap();
+    let secrets = file_at(&repo, rotated, &layout::secrets_path("acme")).unwrap();
     let data2 = compiler::sops::decrypt(&secrets, &p.identity)
         .unwrap()
         .string_data()
@@ -171,7 +180,7 @@ async fn lifecycle(backend: Backend) {
     );
     let spec = compiler::spec::TenantSpec::parse(
         "t",
-        &file_at(&repo, rotated, "tenants/acme/tenant.yaml").unwrap(),
+        &file_at(&repo, rotated, &layout::spec_path("acme")).unwrap(),
     )
     .unwrap();
     assert_eq!(spec.spec.tier.as_str(), "pro");
@@ -184,12 +193,12 @@ async fn lifecycle(backend: Backend) {
     if kubectl_available() {
         let out = p.dir.path().join("export");
         export_tree(&repo, p.head(), &out);
-        let built = kustomize(&out.join("flux/tenants/acme")).expect("tenant folder builds");
+        let built = kustomize(&out.join(layout::output_dir("acme"))).expect("tenant folder builds");
         assert!(
             built.contains("kind: Deployment") && built.contains("namespace: customer-acme"),
             "{built}"
         );
-        let index = kustomize(&out.join("flux/tenants")).expect("the index builds");
+        let index = kustomize(&out.join(layout::OUTPUT_DIR)).expect("the index builds");
         assert!(index.contains("name: tenant-acme"), "{index}");
         kustomize(&out.join("flux/platform/tenant-table")).expect("the tenant table builds");
     }
@@ -234,17 +243,19 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let destroyed = git2::Oid::from_str(body["commit"].as_str().unwrap()).unwrap();
     for path in [
-        "tenants/acme/tenant.yaml",
-        "flux/tenants/acme/kustomization.yaml",
-        "flux/tenants/acme.yaml",
+        layout::spec_path("acme"),
+        layout::output_kustomization_path("acme"),
+        layout::flux_kustomization_path("acme"),
+        // acme was alone in its shard: the shard's index goes with it.
+        layout::shard_index_path(&layout::shard_of("acme")),
     ] {
-        assert!(file_at(&repo, destroyed, path).is_none(), "{path} removed");
+        assert!(file_at(&repo, destroyed, &path).is_none(), "{path} removed");
     }
-    assert!(file_at(&repo, destroyed, "tenants/globex/tenant.yaml").is_some());
-    assert!(
-        !file_at(&repo, destroyed, "flux/tenants/kustomization.yaml")
-            .unwrap()
-            .contains("acme")
+    assert!(file_at(&repo, destroyed, &layout::spec_path("globex")).is_some());
+    assert_eq!(
+        compiler::render::parse_index(&file_at(&repo, destroyed, layout::INDEX_PATH).unwrap())
+            .unwrap(),
+        [layout::shard_of("globex")]
     );
     let (status, _) = p.call(Method::GET, "/v1/tenants/acme", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -308,15 +319,6 @@ async fn lifecycle(backend: Backend) {
         }
     }
     p.finish().await;
-}
-
-fn shard(name: &str) -> String {
-    use sha2::Digest;
-    let shards = 16u32;
-    format!(
-        "{:02x}",
-        u32::from(sha2::Sha256::digest(name.as_bytes())[0]) % shards
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -65,7 +65,7 @@ fn proxy_token(p: &Platform, tenant: &str) -> String {
     let text = e2e::file_at(
         &p.remote(),
         p.head(),
-        &format!("tenants/{tenant}/secrets.sops.yaml"),
+        &compiler::layout::secrets_path(tenant),
     )
     .unwrap();
     let secret = compiler::sops::decrypt(&text, &p.identity).unwrap();

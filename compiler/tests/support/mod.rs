@@ -2,6 +2,7 @@
 //! tenants for scale.
 #![allow(dead_code)]
 
+use compiler::layout;
 use compiler::source::{self, Inputs};
 use compiler::TenantFiles;
 use std::path::{Path, PathBuf};
@@ -24,8 +25,8 @@ pub fn repo_inputs() -> Inputs {
 /// example tenant acme's, re-addressed: metadata is neither encrypted nor covered by the SOPS MAC.
 pub fn generated_tenants(n: usize) -> Vec<TenantFiles> {
     let root = repo_root();
-    let secrets = std::fs::read_to_string(root.join("tenants/acme/secrets.sops.yaml"))
-        .expect("example secrets");
+    let secrets =
+        std::fs::read_to_string(root.join(layout::secrets_path("acme"))).expect("example secrets");
     let tiers = ["starter", "pro", "team"];
     let thinking = ["off", "minimal", "low", "medium", "high"];
     let providers = ["google", "github", "slack", "linear", "notion", "jira"];
@@ -61,13 +62,13 @@ pub fn write_repo(dir: &Path, tenants: &[TenantFiles]) {
     let root = repo_root();
     copy_dir(&root.join("templates"), &dir.join("templates"));
     for t in tenants {
-        let d = dir.join("tenants").join(&t.folder);
+        let d = dir.join(layout::spec_dir(&t.folder));
         std::fs::create_dir_all(&d).unwrap();
         if let Some(s) = &t.spec {
-            std::fs::write(d.join("tenant.yaml"), s).unwrap();
+            std::fs::write(dir.join(layout::spec_path(&t.folder)), s).unwrap();
         }
         if let Some(s) = &t.secrets {
-            std::fs::write(d.join("secrets.sops.yaml"), s).unwrap();
+            std::fs::write(dir.join(layout::secrets_path(&t.folder)), s).unwrap();
         }
     }
 }
@@ -80,6 +81,16 @@ pub fn copy_repo() -> tempfile::TempDir {
         copy_dir(&root.join(d), &dir.path().join(d));
     }
     dir
+}
+
+/// The document of kind `kind` in a tenant's multi-document manifests file.
+pub fn manifest(manifests: &str, kind: &str) -> String {
+    let wanted = format!("kind: {kind}");
+    manifests
+        .split("\n---\n")
+        .find(|doc| doc.lines().any(|l| l == wanted))
+        .unwrap_or_else(|| panic!("no {kind} in the manifests:\n{manifests}"))
+        .to_string()
 }
 
 /// Copies a folder recursively.
