@@ -66,7 +66,12 @@ async fn accounts(backend: Backend) {
         .unwrap();
     assert_eq!(commit.author().name(), Some("Alice"));
     assert_eq!(commit.author().email(), Some("alice-bot@example.com"));
-    let spec = e2e::file_at(&repo, commit.id(), "tenants/alice-bot/tenant.yaml").unwrap();
+    let spec = e2e::file_at(
+        &repo,
+        commit.id(),
+        &compiler::layout::spec_path("alice-bot"),
+    )
+    .unwrap();
     let spec = compiler::spec::TenantSpec::parse("tenant.yaml", &spec).unwrap();
     assert_eq!(spec.spec.owner.telegram_user_id.get(), 1001);
     assert_eq!(spec.spec.owner.email.to_string(), "alice-bot@example.com");
