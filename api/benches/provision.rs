@@ -2,11 +2,17 @@
 //! PostgreSQL with a state repo that already holds N tenants, then measures
 //!
 //! - provisions from request to answer (the commit pushed to the local bare state repo) with C
-//!   concurrent clients: throughput and latency percentiles;
+//!   concurrent clients in a closed loop (each sends its next request when the last is
+//!   answered): throughput and latency percentiles;
+//! - with `--rate R`, provisions offered in an open loop at R per second with at most C in flight:
+//!   latency percentiles measured from each request's scheduled time, so that a request held back
+//!   because C were in flight counts its wait (by Little's law, C closed-loop clients at a
+//!   throughput X see a mean latency of C/X whatever the service does, so the closed loop says
+//!   little about latency at a given rate);
 //! - a single-tenant change (suspend/reactivate of one tenant, one client): latency percentiles,
 //!   to compare across N.
 //!
-//! Run: `cargo bench -p api --bench provision -- --tenants 10000 --clients 16 --requests 2000 --backend sqlite`
+//! Run: `cargo bench -p api --bench provision -- --tenants 10000 --clients 16 --requests 2000 --rate 200 --open-requests 2000 --backend sqlite`
 //! (`--backend postgres` uses `BENCH_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test,
 //! and creates a fresh database). Results go to stdout as one Markdown table row per measurement.
 
@@ -29,6 +35,8 @@ struct Args {
     requests: usize,
     changes: usize,
     backend: String,
+    rate: f64,
+    open_requests: usize,
 }
 
 fn args() -> Args {
@@ -38,6 +46,8 @@ fn args() -> Args {
         requests: 2000,
         changes: 200,
         backend: "sqlite".into(),
+        rate: 0.0,
+        open_requests: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +58,8 @@ fn args() -> Args {
             "--requests" => args.requests = value().parse().expect("--requests N"),
             "--changes" => args.changes = value().parse().expect("--changes N"),
             "--backend" => args.backend = value(),
+            "--rate" => args.rate = value().parse().expect("--rate PER_SECOND"),
+            "--open-requests" => args.open_requests = value().parse().expect("--open-requests N"),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -293,16 +305,95 @@ async fn main() {
         summary(latencies)
     );
     // Provisions with C concurrent clients.
-    if args.requests == 0 {
-        running.shutdown().await.unwrap();
-        drop_database(&args.backend, &database_url).await;
-        return;
+    if args.requests > 0 {
+        closed_loop(&args, &http, &base, &admin_token).await;
     }
+    if args.rate > 0.0 {
+        let requests = if args.open_requests > 0 {
+            args.open_requests
+        } else {
+            (args.rate * 10.0) as usize
+        };
+        open_loop(&args, requests, &http, &base, &admin_token).await;
+    }
+    running.shutdown().await.unwrap();
+    drop_database(&args.backend, &database_url).await;
+}
+
+fn provision_body(prefix: &str, i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "name": format!("{prefix}-{i:05}"),
+        "owner": {"email": format!("{prefix}-{i}@example.com"), "telegramUserId": 5000 + i},
+        "tier": "starter",
+        "telegramBotToken": format!("{}:AAH{}", 200_000 + i, hex::encode(rand::random::<[u8; 16]>())),
+    })
+}
+
+async fn provision_once(http: &reqwest::Client, base: &str, token: &str, body: &serde_json::Value) {
+    let r = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 201, "{text}");
+}
+
+/// Offers `requests` provisions at `args.rate` per second, at most `args.clients` in flight.
+async fn open_loop(args: &Args, requests: usize, http: &reqwest::Client, base: &str, token: &str) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.clients));
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(requests);
+    let mut held_back = 0usize;
+    for i in 0..requests {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let slot = slots.clone().acquire_owned().await.unwrap();
+        if scheduled.elapsed() > Duration::from_millis(1) {
+            held_back += 1;
+        }
+        let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
+        let body = provision_body("open", 50_000 + i);
+        tasks.push(tokio::spawn(async move {
+            provision_once(&http, &base, &token, &body).await;
+            drop(slot);
+            scheduled.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    for task in tasks {
+        latencies.push(task.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "| provision, open loop at {:.0}/s | {} | {} | at most {} in flight | {} requests ({} held back) | {:.0} /s | {} |",
+        args.rate,
+        args.backend,
+        args.tenants,
+        args.clients,
+        requests,
+        held_back,
+        requests as f64 / elapsed,
+        summary(latencies)
+    );
+}
+
+/// `args.clients` clients, each sending its next provision when the last is answered.
+async fn closed_loop(args: &Args, http: &reqwest::Client, base: &str, admin_token: &str) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let wall = Instant::now();
     let workers: Vec<_> = (0..args.clients)
         .map(|_| {
-            let (http, base, token, next) = (http.clone(), base.clone(), admin_token.clone(), next.clone());
+            let (http, base, token, next) = (
+                http.clone(),
+                base.to_owned(),
+                admin_token.to_owned(),
+                next.clone(),
+            );
             let requests = args.requests;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -311,17 +402,9 @@ async fn main() {
                     if i >= requests {
                         return latencies;
                     }
-                    let body = serde_json::json!({
-                        "name": format!("new-{i:05}"),
-                        "owner": {"email": format!("new-{i}@example.com"), "telegramUserId": 5000 + i},
-                        "tier": "starter",
-                        "telegramBotToken": format!("{}:AAH{}", 200_000 + i, hex::encode(rand::random::<[u8; 16]>())),
-                    });
+                    let body = provision_body("new", i);
                     let t = Instant::now();
-                    let r = http.post(format!("{base}/v1/tenants")).bearer_auth(&token).json(&body).send().await.unwrap();
-                    let status = r.status();
-                    let text = r.text().await.unwrap();
-                    assert_eq!(status, 201, "{text}");
+                    provision_once(&http, &base, &token, &body).await;
                     latencies.push(t.elapsed());
                 }
             })
@@ -341,7 +424,4 @@ async fn main() {
         args.requests as f64 / elapsed,
         summary(latencies)
     );
-
-    running.shutdown().await.unwrap();
-    drop_database(&args.backend, &database_url).await;
 }

@@ -210,7 +210,41 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        // The rows as they were, read under the same transaction.
+        let mut insert = String::from(
+            "INSERT INTO outbox (seq, tenant, action, request_id, change_json, commit_id, state, created_at) VALUES ",
+        );
+        for i in 0..batch.len() {
+            if i > 0 {
+                insert.push_str(", ");
+            }
+            let n = i * 7;
+            insert.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7
+            ));
+        }
+        let mut query = sqlx::query(&insert);
+        for change in batch {
+            query = query
+                .bind(change.seq)
+                .bind(&change.tenant)
+                .bind(&change.action)
+                .bind(&change.request_id)
+                .bind(&change.change_json)
+                .bind(&change.commit_id)
+                .bind(change.at);
+        }
+        query.execute(&mut *tx).await?;
+
+        // The index rows as they were. Read after the first write: SQLite then already holds the
+        // write lock (a read first would make the later write fail at once, not wait, when
+        // another connection wrote in between).
         let mut names: Vec<&str> = batch.iter().map(|c| c.tenant.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -298,38 +332,6 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
-
-        let mut insert = String::from(
-            "INSERT INTO outbox (seq, tenant, action, request_id, change_json, commit_id, state, created_at) VALUES ",
-        );
-        for i in 0..batch.len() {
-            if i > 0 {
-                insert.push_str(", ");
-            }
-            let n = i * 7;
-            insert.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7
-            ));
-        }
-        let mut query = sqlx::query(&insert);
-        for change in batch {
-            query = query
-                .bind(change.seq)
-                .bind(&change.tenant)
-                .bind(&change.action)
-                .bind(&change.request_id)
-                .bind(&change.change_json)
-                .bind(&change.commit_id)
-                .bind(change.at);
-        }
-        query.execute(&mut *tx).await?;
 
         let keyed: Vec<(&IdempotencyRecord, i64)> = batch
             .iter()
