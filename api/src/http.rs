@@ -1160,6 +1160,9 @@ async fn simple(
     operation: Operation,
 ) -> Result<Response, ApiError> {
     let name = authorize_tenant(&state, &caller, &name).await?;
+    if matches!(operation, Operation::Reactivate) && !caller.admin {
+        customer_may_reactivate(&state, &caller, name.as_str()).await?;
+    }
     let actor = caller.actor.clone();
     let path = format!("/v1/tenants/{name}/{}", operation.action());
     submit(
@@ -1180,6 +1183,38 @@ async fn simple(
         },
     )
     .await
+}
+
+/// A customer may undo only a suspension they made themselves: a tenant the platform suspended (an
+/// admin through the api, or an SRE's commit to the state repo) stays suspended until an admin reactivates
+/// it. The most recent commit that suspended the tenant or changed it by hand decides.
+async fn customer_may_reactivate(
+    state: &Shared,
+    caller: &Caller,
+    name: &str,
+) -> Result<(), ApiError> {
+    let st = state.clone();
+    let n = name.to_owned();
+    let entries = tokio::task::spawn_blocking(move || {
+        crate::reader::history(&st.config.repo.local_path, &st.tracking_ref(), &n, 1000)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let refused = || {
+        ApiError::Forbidden(format!(
+            "tenant {name:?} was suspended by the platform; only an admin can reactivate it (contact support)"
+        ))
+    };
+    for entry in &entries {
+        match entry.action.as_str() {
+            "suspend" if entry.author_email == caller.actor.email => return Ok(()),
+            "suspend" | "manual" => return Err(refused()),
+            "reactivate" | "provision" => return Ok(()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// An optional JSON body: empty is fine, otherwise it must parse.

@@ -207,6 +207,57 @@ async fn accounts(backend: Backend) {
         "{body}"
     );
 
+    // A customer may undo her own suspension, but not one the platform made.
+    let reactivate = |token: Option<String>| {
+        let p = &p;
+        async move {
+            match token {
+                Some(t) => {
+                    p.call_as(
+                        Some(&t),
+                        Method::POST,
+                        "/v1/tenants/alice-bot/reactivate",
+                        Some(json!({})),
+                    )
+                    .await
+                }
+                None => {
+                    p.call(
+                        Method::POST,
+                        "/v1/tenants/alice-bot/reactivate",
+                        Some(json!({})),
+                        None,
+                    )
+                    .await
+                }
+            }
+        }
+    };
+    let (status, body) = reactivate(Some(alice.access.clone())).await;
+    assert_eq!(status, StatusCode::OK, "her own suspension: {body}");
+    let (status, body) = p
+        .call(
+            Method::POST,
+            "/v1/tenants/alice-bot/suspend",
+            Some(json!({"reason": "unpaid invoice"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let head = p.head();
+    let (status, body) = reactivate(Some(alice.access.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("suspended by the platform"),
+        "{body}"
+    );
+    assert_eq!(p.head(), head, "a refused reactivation commits nothing");
+    let (status, body) = reactivate(None).await;
+    assert_eq!(status, StatusCode::OK, "an admin lifts it: {body}");
+
     // Admins see everything; a tenant they provision belongs to the named owner's account.
     let (status, list) = p.call(Method::GET, "/v1/tenants", None, None).await;
     assert_eq!(status, StatusCode::OK);
