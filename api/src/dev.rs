@@ -52,6 +52,10 @@ impl DevPaths {
     pub fn admin_token(&self) -> PathBuf {
         self.root.join("admin-token")
     }
+    /// The token proxy's credential for /internal/usage and /internal/budget.
+    pub fn proxy_credential(&self) -> PathBuf {
+        self.root.join("proxy-credential")
+    }
     /// The RSA key that signs the dev platform's access tokens.
     pub fn jwt_key(&self) -> PathBuf {
         self.root.join("jwt-signing-key.pem")
@@ -107,6 +111,13 @@ pub fn prepare(paths: &DevPaths, checkout: &Path) -> Result<(String, String), De
         .map_err(io("admin token"))?
         .trim()
         .to_owned();
+    if !paths.proxy_credential().exists() {
+        let bytes: [u8; 32] = rand::random();
+        write_private(
+            &paths.proxy_credential(),
+            &format!("{}\n", hex::encode(bytes)),
+        )?;
+    }
     if !paths.jwt_key().exists() {
         let pem = crate::auth::generate_private_key_pem()
             .map_err(|e| DevError::Seed(format!("generating the dev signing key: {e}")))?;
@@ -144,6 +155,13 @@ pub fn config(
         email: "dev-admin@localhost.localdomain".into(),
         sha256: hex::encode(Sha256::digest(token.as_bytes())),
     }];
+    // A proxy run beside the dev platform ships usage and polls the budget feed with this credential.
+    if let Ok(credential) = std::fs::read_to_string(paths.proxy_credential()) {
+        config.proxy_credentials = vec![crate::config::ProxyCredential {
+            name: "dev-proxy".into(),
+            sha256: hex::encode(Sha256::digest(credential.trim().as_bytes())),
+        }];
+    }
     match telegram_base_url {
         Some(url) => {
             config.telegram.base_url = url.to_owned();
@@ -310,6 +328,7 @@ pub fn banner(paths: &DevPaths, config: &Config, token: &str, recipient: &str) -
   state repo     {repo}   (what Flux would watch; clone it to look)
   age identity   {identity}   (public key {recipient})
   admin token    {token}   (also in {token_file})
+  proxy credential in {proxy_credential}   (the token proxy's api.credential: usage ingest, budget feed)
   Telegram       {telegram}
 
 Provision a tenant:
@@ -336,6 +355,7 @@ Sign in as a customer (dev login: no Telegram needed; only in dev mode on a loop
         repo = paths.state_repo().display(),
         identity = paths.identity().display(),
         token_file = paths.admin_token().display(),
+        proxy_credential = paths.proxy_credential().display(),
         jwt_key = paths.jwt_key().display(),
     )
 }
@@ -353,5 +373,42 @@ mod tests {
             "sops:\n  # keys\n  ageRecipients:\n    - age1dev\n\nflux:\n  shards: 2\n"
         );
         assert!(with_recipient("flux: {}\n", "age1dev").is_err());
+    }
+
+    #[test]
+    fn the_dev_platform_has_a_proxy_credential_and_never_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = DevPaths {
+            root: dir.path().join("dev"),
+        };
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let (token, recipient) = prepare(&paths, checkout).unwrap();
+        let credential = std::fs::read_to_string(paths.proxy_credential()).unwrap();
+        let credential = credential.trim();
+        assert_eq!(credential.len(), 64);
+        let config = config(&paths, &token, None, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.proxy_credentials.len(), 1);
+        assert_eq!(
+            config.proxy_credentials[0].sha256,
+            hex::encode(Sha256::digest(credential.as_bytes()))
+        );
+        assert_ne!(
+            config.proxy_credentials[0].sha256,
+            config.admin_tokens[0].sha256
+        );
+        let shown = banner(&paths, &config, &token, &recipient);
+        assert!(
+            !shown.contains(credential),
+            "the banner names the file, not the value"
+        );
+        assert!(shown.contains(&paths.proxy_credential().display().to_string()));
+        // A second start keeps the same credential.
+        prepare(&paths, checkout).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(paths.proxy_credential())
+                .unwrap()
+                .trim(),
+            credential
+        );
     }
 }
