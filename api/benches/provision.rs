@@ -16,18 +16,16 @@
 //! (`--backend postgres` uses `BENCH_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test,
 //! and creates a fresh database). Results go to stdout as one Markdown table row per measurement.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use age::secrecy::ExposeSecret;
 use api::config::{AdminToken, Config, TelegramVerification};
-use compiler::spec::{
-    Agent, Email, Language, Metadata, Owner, ProxyToken, Spec, TelegramId, TenantName, TenantSpec,
-    TenantState, Thinking, TierName, TokenSha256,
-};
+
+mod support;
 use sha2::{Digest, Sha256};
+use support::{database, drop_database, percentile};
 
 struct Args {
     tenants: usize,
@@ -66,125 +64,6 @@ fn args() -> Args {
     args
 }
 
-fn spec(name: &str, i: usize) -> TenantSpec {
-    TenantSpec {
-        api_version: compiler::spec::API_VERSION.into(),
-        kind: compiler::spec::KIND.into(),
-        metadata: Metadata {
-            name: TenantName::parse(name).unwrap(),
-        },
-        spec: Spec {
-            owner: Owner {
-                email: Email::parse(format!("{name}@example.com")).unwrap(),
-                telegram_user_id: TelegramId::parse(1000 + i as i64).unwrap(),
-            },
-            tier: TierName::parse("starter").unwrap(),
-            state: TenantState::Active,
-            agent: Agent {
-                model: compiler::spec::ModelRef::parse("kimi/kimi-for-coding").unwrap(),
-                thinking: Thinking::Medium,
-                language: Language::parse("en").unwrap(),
-                allow_from: vec![TelegramId::parse(1000 + i as i64).unwrap()],
-            },
-            connections: Vec::new(),
-            proxy_token: ProxyToken {
-                sha256: TokenSha256::of_token(&format!("proxy-{name}")),
-            },
-            overrides: Default::default(),
-        },
-    }
-}
-
-/// Specs and encrypted secrets for `n` existing tenants, made on every core.
-fn existing_tenants(n: usize, recipient: &str) -> Vec<compiler::TenantFiles> {
-    let threads = std::thread::available_parallelism()
-        .map(|p| p.get())
-        .unwrap_or(2);
-    let chunks: Vec<Vec<usize>> = (0..threads)
-        .map(|t| (0..n).filter(|i| i % threads == t).collect())
-        .collect();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|chunk| {
-            let recipient = recipient.to_owned();
-            std::thread::spawn(move || {
-                chunk
-                    .into_iter()
-                    .map(|i| {
-                        let name = format!("existing-{i:05}");
-                        let values = BTreeMap::from([
-                            (
-                                "telegram-bot-token".to_owned(),
-                                format!("{}:AAH{}", 100_000 + i, "x".repeat(32)),
-                            ),
-                            ("proxy-token".to_owned(), format!("proxy-{name}")),
-                            ("gateway-token".to_owned(), format!("gateway-{name}")),
-                        ]);
-                        let secrets = compiler::sops::tenant_secret_file(
-                            compiler::sops::TENANT_SECRET_NAME,
-                            &format!("customer-{name}"),
-                            &values,
-                            std::slice::from_ref(&recipient),
-                        )
-                        .unwrap();
-                        compiler::TenantFiles {
-                            folder: name.clone(),
-                            spec: Some(spec(&name, i).to_yaml()),
-                            secrets: Some(secrets),
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut all: Vec<_> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    all.sort_by(|a, b| a.folder.cmp(&b.folder));
-    all
-}
-
-async fn database(backend: &str, dir: &Path) -> String {
-    match backend {
-        "sqlite" => format!("sqlite://{}?mode=rwc", dir.join("api.db").display()),
-        "postgres" => {
-            use sqlx::Connection;
-            let admin = std::env::var("BENCH_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("PostgreSQL for --backend postgres");
-            let name = format!("bench_{}", hex::encode(rand::random::<[u8; 6]>()));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-        }
-        other => panic!("--backend sqlite|postgres, not {other}"),
-    }
-}
-
-/// Drops the database a PostgreSQL run created.
-async fn drop_database(backend: &str, url: &str) {
-    use sqlx::Connection;
-    if backend != "postgres" {
-        return;
-    }
-    let admin = std::env::var("BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = url
-        .rsplit_once('/')
-        .map(|(_, n)| n.to_owned())
-        .unwrap_or_default();
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
-}
-
 async fn telegram_stand_in() -> String {
     let app = axum::Router::new().route(
         "/{bot}/getMe",
@@ -197,11 +76,6 @@ async fn telegram_stand_in() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn summary(mut latencies: Vec<Duration>) -> String {
@@ -229,7 +103,7 @@ async fn main() {
     let recipient = identity.to_public().to_string();
 
     let started = Instant::now();
-    let tenants = existing_tenants(args.tenants, &recipient);
+    let tenants = support::tenants(args.tenants, "existing", |_| "starter", &recipient);
     let remote = dir.path().join("state.git");
     api::dev::seed_with_tenants(&remote, checkout, &recipient, &tenants).unwrap();
     eprintln!(

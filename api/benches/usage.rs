@@ -14,7 +14,6 @@
 //! (`--backend postgres` uses `BENCH_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test,
 //! and creates and drops a fresh database).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,11 +21,10 @@ use std::time::{Duration, Instant};
 
 use age::secrecy::ExposeSecret;
 use api::config::{Config, ProxyCredential, TelegramVerification};
-use compiler::spec::{
-    Agent, Email, Language, Metadata, Owner, ProxyToken, Spec, TelegramId, TenantName, TenantSpec,
-    TenantState, Thinking, TierName, TokenSha256,
-};
+
+mod support;
 use sha2::{Digest, Sha256};
+use support::{database, drop_database, percentile};
 
 struct Args {
     backend: String,
@@ -60,128 +58,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-fn spec(name: &str, i: usize) -> TenantSpec {
-    let tiers = ["starter", "pro", "team"];
-    TenantSpec {
-        api_version: compiler::spec::API_VERSION.into(),
-        kind: compiler::spec::KIND.into(),
-        metadata: Metadata {
-            name: TenantName::parse(name).unwrap(),
-        },
-        spec: Spec {
-            owner: Owner {
-                email: Email::parse(format!("{name}@example.com")).unwrap(),
-                telegram_user_id: TelegramId::parse(1000 + i as i64).unwrap(),
-            },
-            tier: TierName::parse(tiers[i % 3]).unwrap(),
-            state: TenantState::Active,
-            agent: Agent {
-                model: compiler::spec::ModelRef::parse("kimi/kimi-for-coding").unwrap(),
-                thinking: Thinking::Medium,
-                language: Language::parse("en").unwrap(),
-                allow_from: vec![TelegramId::parse(1000 + i as i64).unwrap()],
-            },
-            connections: Vec::new(),
-            proxy_token: ProxyToken {
-                sha256: TokenSha256::of_token(&format!("proxy-{name}")),
-            },
-            overrides: Default::default(),
-        },
-    }
-}
-
-/// Specs and encrypted secrets for `n` tenants, made on every core.
-fn tenants(n: usize, recipient: &str) -> Vec<compiler::TenantFiles> {
-    let threads = std::thread::available_parallelism()
-        .map(|p| p.get())
-        .unwrap_or(2);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let recipient = recipient.to_owned();
-            std::thread::spawn(move || {
-                (0..n)
-                    .filter(|i| i % threads == t)
-                    .map(|i| {
-                        let name = format!("tenant-{i:05}");
-                        let values = BTreeMap::from([
-                            (
-                                "telegram-bot-token".to_owned(),
-                                format!("{}:AAH{}", 100_000 + i, "x".repeat(32)),
-                            ),
-                            ("proxy-token".to_owned(), format!("proxy-{name}")),
-                            ("gateway-token".to_owned(), format!("gateway-{name}")),
-                        ]);
-                        let secrets = compiler::sops::tenant_secret_file(
-                            compiler::sops::TENANT_SECRET_NAME,
-                            &format!("customer-{name}"),
-                            &values,
-                            std::slice::from_ref(&recipient),
-                        )
-                        .unwrap();
-                        compiler::TenantFiles {
-                            folder: name.clone(),
-                            spec: Some(spec(&name, i).to_yaml()),
-                            secrets: Some(secrets),
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut all: Vec<_> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    all.sort_by(|a, b| a.folder.cmp(&b.folder));
-    all
-}
-
-fn postgres_admin() -> String {
-    std::env::var("BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn database(backend: &str, dir: &Path) -> String {
-    match backend {
-        "sqlite" => format!("sqlite://{}?mode=rwc", dir.join("api.db").display()),
-        "postgres" => {
-            use sqlx::Connection;
-            let admin = postgres_admin();
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("PostgreSQL for --backend postgres");
-            let name = format!("bench_{}", hex::encode(rand::random::<[u8; 6]>()));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-        }
-        other => panic!("--backend sqlite|postgres, not {other}"),
-    }
-}
-
-async fn drop_database(backend: &str, url: &str) {
-    use sqlx::Connection;
-    if backend != "postgres" {
-        return;
-    }
-    let name = url
-        .rsplit_once('/')
-        .map(|(_, n)| n.to_owned())
-        .unwrap_or_default();
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin()).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn summary(mut latencies: Vec<Duration>) -> String {
@@ -314,7 +190,12 @@ async fn main() {
         &remote,
         checkout,
         &recipient,
-        &tenants(args.tenants, &recipient),
+        &support::tenants(
+            args.tenants,
+            "tenant",
+            |i| ["starter", "pro", "team"][i % 3],
+            &recipient,
+        ),
     )
     .unwrap();
     eprintln!(
