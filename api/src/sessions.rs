@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use crate::auth::{self, now_s, LoginError};
 use crate::http::{authorize_tenant_list, ApiError, AppState, Caller, ClientAddr, JsonBody};
 use crate::store::{Customer, RefreshOutcome};
+use sha2::{Digest, Sha256};
 
 type Shared = std::sync::Arc<AppState>;
 
@@ -197,6 +198,24 @@ async fn telegram_customer(
         state.config.auth.telegram_login_max_age_seconds as i64,
     )
     .map_err(login_error)?;
+    // Single use: the same signed data presented again is a replay.
+    let max_age = state.config.auth.telegram_login_max_age_seconds as i64;
+    let signature = fields.get("hash").map(String::as_str).unwrap_or_default();
+    let digest = hex::encode(Sha256::digest(signature.as_bytes()));
+    let first = state
+        .store
+        .first_use_of_login(
+            &digest,
+            user.auth_date + max_age + auth::TELEGRAM_SKEW_SECONDS,
+            now_s(),
+        )
+        .await
+        .map_err(unavailable)?;
+    if !first {
+        return Err(ApiError::Unauthenticated(
+            "this login data was already used; sign in again through the Telegram widget".into(),
+        ));
+    }
     state
         .store
         .customer_for_telegram(user.id, &user.display_name, now_s() * 1000)

@@ -610,6 +610,29 @@ impl Store {
         Ok(())
     }
 
+    /// Records that login data with this hash was used; false when it was used before. Entries
+    /// past their expiry (seconds) are dropped on the way: the data itself is refused by then.
+    pub async fn first_use_of_login(
+        &self,
+        hash_sha256: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM login_replays WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO login_replays (hash_sha256, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (hash_sha256) DO NOTHING",
+        )
+        .bind(hash_sha256)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
     /// The customer with this Telegram id, created on first sign-in. Two first sign-ins racing
     /// end with one customer (the loser of the insert reads the winner's row).
     pub async fn customer_for_telegram(

@@ -502,11 +502,28 @@ async fn forged_tampered_and_old_login_data_is_refused() {
     as_json["id"] = json!(2001);
     as_json["auth_date"] = json!(now);
     let (status, body) = p
-        .call_as(None, Method::POST, "/v1/auth/telegram", Some(as_json))
+        .call_as(
+            None,
+            Method::POST,
+            "/v1/auth/telegram",
+            Some(as_json.clone()),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["tokenType"], "Bearer");
     assert_eq!(body["expiresIn"], 900);
+    // Login data is single use: the same data again is a replay.
+    let (status, body) = p
+        .call_as(None, Method::POST, "/v1/auth/telegram", Some(as_json))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
     p.finish().await;
 }
 
