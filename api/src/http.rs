@@ -275,22 +275,27 @@ impl From<WriteError> for ApiError {
 /// A JSON body whose errors name the offending field.
 pub struct JsonBody<T>(pub T, pub Bytes);
 
+/// Refuses a request whose `Content-Type` is not JSON (415); `what` names the body in the message.
+pub(crate) fn require_json(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        field: None,
+        message: format!("send the {what} as JSON with `Content-Type: application/json`"),
+    })
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json {
-            return Err(ApiError::Invalid {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                field: None,
-                message: "send the body as JSON with `Content-Type: application/json`".into(),
-            });
-        }
+        require_json(req.headers(), "body")?;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::Invalid {

@@ -720,17 +720,7 @@ async fn ingest_usage(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<IngestOutcome>, ApiError> {
     let started = Instant::now();
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return Err(ApiError::Invalid {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            field: None,
-            message: "send the batch as JSON with `Content-Type: application/json`".into(),
-        });
-    }
+    crate::http::require_json(&headers, "batch")?;
     let body = body.map_err(|_| ApiError::Invalid {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         field: None,
