@@ -95,13 +95,98 @@ fn write_table(dir: &Path, tenants: usize) -> Result<()> {
 struct Mock {
     latency: Duration,
     stream_for: Duration,
+    delay: PreciseDelay,
+}
+
+/// Waits with the kernel's high-resolution timers instead of tokio's millisecond timer wheel.
+///
+/// The mock's fixed latency must be the same for every request, whoever sends it. A tokio sleep ends on
+/// the next millisecond tick of the mock's runtime after its deadline, and the load generator's ticker
+/// sends on the ticks of the same runtime: a request arriving 0.1 ms or 0.9 ms after a send then gets its
+/// answer at the same instant, which would hide whatever the proxy adds before the mock sees the request.
+/// One thread keeps the deadlines and sleeps until the next one (futex wait with a timeout, which the
+/// kernel's hrtimers end within tens of microseconds).
+#[derive(Clone)]
+struct PreciseDelay {
+    tx: std::sync::mpsc::Sender<Due>,
+}
+
+struct Due {
+    at: Instant,
+    seq: u64,
+    wake: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl PreciseDelay {
+    fn start() -> Result<Self> {
+        use std::cmp::Reverse;
+        use std::sync::mpsc::RecvTimeoutError;
+        let (tx, rx) = std::sync::mpsc::channel::<Due>();
+        std::thread::Builder::new()
+            .name("mock-delay".into())
+            .spawn(move || {
+                let mut due = std::collections::BinaryHeap::<Reverse<Due>>::new();
+                loop {
+                    let now = Instant::now();
+                    while due.peek().is_some_and(|d| d.0.at <= now) {
+                        let Reverse(d) = due.pop().expect("peeked");
+                        let _ = d.wake.send(());
+                    }
+                    let next = match due.peek() {
+                        Some(d) => rx.recv_timeout(d.0.at - now),
+                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    };
+                    match next {
+                        Ok(d) => due.push(Reverse(d)),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            })
+            .context("starting the mock's delay thread")?;
+        Ok(Self { tx })
+    }
+
+    /// Returns `latency` after it was called, to within the kernel's timer slack.
+    async fn wait(&self, latency: Duration) {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let (wake, woken) = tokio::sync::oneshot::channel();
+        let due = Due {
+            at: Instant::now() + latency,
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            wake,
+        };
+        if self.tx.send(due).is_ok() {
+            let _ = woken.await;
+        }
+    }
 }
 
 async fn mock_chat(
     axum::extract::State(m): axum::extract::State<Mock>,
     Json(body): Json<Value>,
 ) -> axum::response::Response {
-    tokio::time::sleep(m.latency).await;
+    m.delay.wait(m.latency).await;
     if body["stream"].as_bool() != Some(true) {
         return Json(json!({
             "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -529,6 +614,7 @@ async fn main() -> Result<()> {
     let mock = Mock {
         latency: Duration::from_millis(args.upstream_latency_ms),
         stream_for: Duration::from_secs(args.stream_seconds),
+        delay: PreciseDelay::start()?,
     };
     let upstream = serve(
         Router::new()
