@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::uri::InvalidUri;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -22,6 +23,7 @@ use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::reload::TableHandle;
 use crate::table::{Lookup, Tenant, TenantState};
+use crate::upstream::{Upstream, UpstreamSettings};
 use crate::usage::UsageSink;
 
 /// An upstream with its platform credential already turned into a (sensitive) header value.
@@ -29,7 +31,9 @@ pub struct UpstreamTarget {
     pub base: String,
     pub auth: HeaderValue,
     /// The LLM endpoint (`/v1/chat/completions` or `/v1/messages`), parsed once rather than per request.
-    pub endpoint: Option<reqwest::Url>,
+    pub endpoint: Option<Uri>,
+    /// The model list (`/v1/models`), parsed once.
+    pub models: Option<Uri>,
 }
 
 /// Everything a request handler needs.
@@ -38,7 +42,8 @@ pub struct App {
     pub limiters: Arc<Limiters>,
     pub usage: UsageSink,
     pub metrics: Metrics,
-    pub client: reqwest::Client,
+    /// The outbound client for LLM upstreams and Nango.
+    pub upstream: Upstream,
     pub openai: Option<UpstreamTarget>,
     pub anthropic: Option<UpstreamTarget>,
     pub nango: Option<UpstreamTarget>,
@@ -64,13 +69,21 @@ pub enum BuildError {
     },
 }
 
-fn endpoint(key: &'static str, base: &str, path: &str) -> Result<reqwest::Url, BuildError> {
+/// `{base}{path}` as an absolute http or https URI, checked once at startup.
+fn endpoint(key: &'static str, base: &str, path: &str) -> Result<Uri, BuildError> {
     let url = format!("{base}{path}");
-    reqwest::Url::parse(&url).map_err(|e| BuildError::Url {
+    let invalid = |reason: String| BuildError::Url {
         key,
-        url,
-        reason: e.to_string(),
-    })
+        url: url.clone(),
+        reason,
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: InvalidUri| invalid(e.to_string()))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(invalid("not an absolute http or https URL".into()));
+    }
+    Ok(uri)
 }
 
 fn sensitive(prefix: &str, secret: &str, what: &'static str) -> Result<HeaderValue, BuildError> {
@@ -80,7 +93,8 @@ fn sensitive(prefix: &str, secret: &str, what: &'static str) -> Result<HeaderVal
     Ok(v)
 }
 
-/// The outbound client: bounded pool, timeouts, no automatic retries or redirects.
+/// The client for calls to the api (usage shipping, budget feed): bounded pool, timeouts, no automatic
+/// retries or redirects.
 pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
     let l = &config.limits;
     reqwest::Client::builder()
@@ -94,6 +108,17 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
         .map_err(|e| BuildError::Client(e.to_string()))
 }
 
+/// The client for LLM upstreams and Nango, on the per-request path.
+pub fn upstream_client(config: &Config) -> Upstream {
+    let l = &config.limits;
+    Upstream::new(UpstreamSettings {
+        connect_timeout: ms(l.connect_timeout_ms),
+        read_timeout: ms(l.upstream_read_timeout_ms),
+        pool_max_idle_per_host: l.pool_max_idle_per_host,
+        pool_idle_timeout: Duration::from_secs(90),
+    })
+}
+
 impl App {
     pub fn new(
         config: &Config,
@@ -101,7 +126,7 @@ impl App {
         limiters: Arc<Limiters>,
         usage: UsageSink,
         metrics: Metrics,
-        client: reqwest::Client,
+        upstream: Upstream,
     ) -> Result<Self, BuildError> {
         let openai = match &config.upstreams.openai {
             Some(u) => Some(UpstreamTarget {
@@ -116,6 +141,11 @@ impl App {
                     trim_base(&u.base_url),
                     "/v1/chat/completions",
                 )?),
+                models: Some(endpoint(
+                    "upstreams.openai.base_url",
+                    trim_base(&u.base_url),
+                    "/v1/models",
+                )?),
             }),
             None => None,
         };
@@ -128,15 +158,25 @@ impl App {
                     trim_base(&u.base_url),
                     "/v1/messages",
                 )?),
+                models: Some(endpoint(
+                    "upstreams.anthropic.base_url",
+                    trim_base(&u.base_url),
+                    "/v1/models",
+                )?),
             }),
             None => None,
         };
         let nango = match &config.nango {
-            Some(n) => Some(UpstreamTarget {
-                base: trim_base(&n.base_url).to_owned(),
-                auth: sensitive("Bearer ", n.secret_key.expose_secret(), "nango.secret_key")?,
-                endpoint: None,
-            }),
+            Some(n) => {
+                // Checked here so that a bad base URL fails at startup, not on every connection call.
+                endpoint("nango.base_url", trim_base(&n.base_url), "/proxy/")?;
+                Some(UpstreamTarget {
+                    base: trim_base(&n.base_url).to_owned(),
+                    auth: sensitive("Bearer ", n.secret_key.expose_secret(), "nango.secret_key")?,
+                    endpoint: None,
+                    models: None,
+                })
+            }
             None => None,
         };
         Ok(Self {
@@ -144,7 +184,7 @@ impl App {
             limiters,
             usage,
             metrics,
-            client,
+            upstream,
             openai,
             anthropic,
             nango,
@@ -185,6 +225,10 @@ impl App {
 
     /// Takes one of the proxy-wide upstream slots, waiting at most as long as a connect may take.
     pub async fn upstream_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        // The usual case, a free slot, needs no timer.
+        if let Ok(permit) = self.upstream_slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
         match tokio::time::timeout(self.slot_wait, self.upstream_slots.clone().acquire_owned())
             .await
         {

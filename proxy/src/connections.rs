@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-use futures_util::StreamExt;
+use http_body_util::BodyExt;
 
 use crate::api_error::{ApiError, ErrorKind, Flavor};
 use crate::app::{presented_token, App};
-use crate::llm::send_upstream;
+use crate::llm::{send_upstream, upstream_request};
 use crate::table::Provider;
 
 const RELAYED_REQUEST_HEADERS: &[HeaderName] = &[
@@ -100,25 +100,32 @@ async fn relay(
         url.push('?');
         url.push_str(q);
     }
-    let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
-        .map_err(|_| ApiError::new(ErrorKind::InvalidRequest, "unsupported method"))?;
-    let mut req = app
-        .client
-        .request(method, url)
-        .header(header::AUTHORIZATION, nango.auth.clone())
-        .header("connection-id", connection.connection_id.as_str())
-        .header(
-            "provider-config-key",
-            connection.provider_config_key.as_str(),
-        );
+    let uri: Uri = url.parse().map_err(|_| {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            "the connection path or query is not a valid URL",
+        )
+    })?;
+    let mut out_headers = HeaderMap::with_capacity(RELAYED_REQUEST_HEADERS.len() + 4);
+    out_headers.insert(header::AUTHORIZATION, nango.auth.clone());
+    out_headers.insert(
+        HeaderName::from_static("connection-id"),
+        header_value(&connection.connection_id)?,
+    );
+    out_headers.insert(
+        HeaderName::from_static("provider-config-key"),
+        header_value(&connection.provider_config_key)?,
+    );
     for name in RELAYED_REQUEST_HEADERS {
         if let Some(v) = headers.get(name) {
-            req = req.header(name, v);
+            out_headers.insert(name.clone(), v.clone());
         }
     }
-    if !body.is_empty() {
-        req = req.body(body);
+    // What reqwest sent when the caller named no media type.
+    if !out_headers.contains_key(header::ACCEPT) {
+        out_headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
     }
+    let req = upstream_request(method, uri, out_headers, body);
     let slot = app.upstream_slot().await?;
     let resp = send_upstream(app, req, "connections").await?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -135,14 +142,24 @@ async fn relay(
         }
     }
     // The slot and the tenant's concurrency slot are held until the body is relayed.
-    let body = resp.bytes_stream().map(move |chunk| {
+    let body = resp.into_body().map_frame(move |frame| {
         let _held = (&slot, &admission);
-        chunk
+        frame
     });
-    let mut response = Response::new(Body::from_stream(body));
+    let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = out;
     Ok(response)
+}
+
+/// A connection id or provider config key from the table, as a header value.
+fn header_value(v: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(v).map_err(|_| {
+        ApiError::new(
+            ErrorKind::BadGateway,
+            "this tenant's connection entry cannot be sent to Nango as a header",
+        )
+    })
 }
 
 /// The part of the raw (still percent-encoded) request path after `/connections/<provider>/`, refused if any

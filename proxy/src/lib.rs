@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod reload;
 pub mod server;
 pub mod table;
+pub mod upstream;
 pub mod usage;
 
 pub use config::Config;

@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::Stream;
+use http_body::Frame;
+use http_body_util::Full;
 use serde_json::Value;
 
 use crate::api_error::{is_in_flavor, wrap_upstream, ApiError, ErrorKind, Flavor};
@@ -25,6 +26,7 @@ use crate::app::{presented_token, App, UpstreamTarget};
 use crate::limits::{Admission, Headroom, Rejection, WARNING_RATIO};
 use crate::metering::{read_body, ApiKind, Reading, StreamMeter};
 use crate::table::Tenant;
+use crate::upstream::{TimedBody, UpstreamRequest, UpstreamResponse};
 use crate::usage::UsageEvent;
 
 /// Request headers relayed to the upstream (Kimi Code checks the User-Agent).
@@ -338,19 +340,47 @@ fn rejection(app: &App, api: ApiKind, r: Rejection) -> ApiError {
     }
 }
 
-fn relay_request_headers(
-    from: &HeaderMap,
-    mut req: reqwest::RequestBuilder,
-) -> reqwest::RequestBuilder {
+/// The headers of a request to an LLM upstream: the relayed caller headers, the platform credential, and
+/// `anthropic-version` where the caller sent none.
+fn upstream_headers(api: ApiKind, target: &UpstreamTarget, from: &HeaderMap) -> HeaderMap {
+    let mut to = HeaderMap::with_capacity(RELAYED_REQUEST_HEADERS.len() + 3);
     for name in RELAYED_REQUEST_HEADERS {
         if let Some(v) = from.get(*name) {
-            req = req.header(*name, v);
+            to.insert(HeaderName::from_static(name), v.clone());
         }
     }
+    // What reqwest sent when the caller named no media type; some upstreams refuse a request without one.
+    if !to.contains_key(header::ACCEPT) {
+        to.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    match api {
+        ApiKind::OpenAi => to.insert(header::AUTHORIZATION, target.auth.clone()),
+        ApiKind::Anthropic => to.insert(HeaderName::from_static("x-api-key"), target.auth.clone()),
+    };
+    if api == ApiKind::Anthropic && !to.contains_key("anthropic-version") {
+        to.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static("2023-06-01"),
+        );
+    }
+    to
+}
+
+/// An upstream request with a body the proxy holds in full.
+pub fn upstream_request(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> UpstreamRequest {
+    let mut req = hyper::Request::new(Full::new(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
     req
 }
 
-fn relay_response_headers(from: &reqwest::header::HeaderMap, to: &mut HeaderMap) {
+fn relay_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for name in RELAYED_RESPONSE_HEADERS {
         if let Some(v) = from.get(*name) {
             to.insert(HeaderName::from_static(name), v.clone());
@@ -366,24 +396,14 @@ fn upstream_of(app: &App, api: ApiKind) -> &UpstreamTarget {
     .expect("checked in prepare")
 }
 
-fn authorize(
-    api: ApiKind,
-    target: &UpstreamTarget,
-    req: reqwest::RequestBuilder,
-) -> reqwest::RequestBuilder {
-    match api {
-        ApiKind::OpenAi => req.header(header::AUTHORIZATION, target.auth.clone()),
-        ApiKind::Anthropic => req.header("x-api-key", target.auth.clone()),
-    }
-}
-
 /// Sends a request upstream, bounded by the time allowed until response headers arrive.
 pub async fn send_upstream(
     app: &App,
-    req: reqwest::RequestBuilder,
+    req: UpstreamRequest,
     route: &'static str,
-) -> Result<reqwest::Response, ApiError> {
-    match tokio::time::timeout(app.upstream_timeout, req.send()).await {
+) -> Result<UpstreamResponse, ApiError> {
+    let wait = app.upstream.header_timeout(app.upstream_timeout);
+    match tokio::time::timeout(wait, app.upstream.send(req)).await {
         Err(_) => {
             app.metrics
                 .upstream_errors
@@ -393,7 +413,7 @@ pub async fn send_upstream(
                 ErrorKind::Timeout,
                 format!(
                     "the upstream did not answer within {} s",
-                    app.upstream_timeout.as_secs_f64()
+                    wait.as_secs_f64()
                 ),
             ))
         }
@@ -412,7 +432,7 @@ pub async fn send_upstream(
                 .upstream_errors
                 .with_label_values(&[route, "connect"])
                 .inc();
-            tracing::warn!(route, error = %e.without_url(), "upstream request failed");
+            tracing::warn!(route, error = %e, "upstream request failed");
             Err(ApiError::new(
                 ErrorKind::BadGateway,
                 "the upstream could not be reached or closed the connection",
@@ -423,12 +443,14 @@ pub async fn send_upstream(
 }
 
 /// Reads an upstream body up to `limit` bytes; `None` if it is longer or fails.
-pub async fn read_limited(resp: reqwest::Response, limit: usize) -> Option<Bytes> {
-    use futures_util::StreamExt;
+pub async fn read_limited(resp: UpstreamResponse, limit: usize) -> Option<Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = resp.into_body();
     let mut buf = BytesMut::new();
-    let mut s = resp.bytes_stream();
-    while let Some(c) = s.next().await {
-        let c = c.ok()?;
+    while let Some(frame) = body.frame().await {
+        let Ok(c) = frame.ok()?.into_data() else {
+            continue;
+        };
         if buf.len() + c.len() > limit {
             return None;
         }
@@ -450,15 +472,12 @@ async fn forward(
         .endpoint
         .clone()
         .expect("LLM upstreams have an endpoint");
-    let mut req = app
-        .client
-        .post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(p.body.clone());
-    req = authorize(api, target, relay_request_headers(headers, req));
-    if api == ApiKind::Anthropic && !headers.contains_key("anthropic-version") {
-        req = req.header("anthropic-version", "2023-06-01");
-    }
+    let mut out_request_headers = upstream_headers(api, target, headers);
+    out_request_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let req = upstream_request(Method::POST, url, out_request_headers, p.body);
     let headroom = p.admission.headroom;
     let mut meter = Meter {
         app: app.clone(),
@@ -536,12 +555,12 @@ async fn forward(
         Mode::Json(BodyCopy::default())
     };
     let body = MeteredBody {
-        upstream: Box::pin(resp.bytes_stream()),
+        upstream: resp.into_body(),
         mode,
         meter: Some(meter),
         done: false,
     };
-    let mut response = Response::new(Body::from_stream(body));
+    let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
     headroom_headers(api, &headroom, response.headers_mut());
@@ -718,11 +737,9 @@ impl BodyCopy {
     }
 }
 
-type UpstreamStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
 /// The response body: upstream bytes on their way to the client, metered as they pass.
 struct MeteredBody {
-    upstream: UpstreamStream,
+    upstream: TimedBody,
     mode: Mode,
     meter: Option<Meter>,
     done: bool,
@@ -745,18 +762,26 @@ impl MeteredBody {
     }
 }
 
-impl Stream for MeteredBody {
-    type Item = Result<Bytes, std::io::Error>;
+impl http_body::Body for MeteredBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
         loop {
             if this.done {
                 return Poll::Ready(None);
             }
-            match this.upstream.as_mut().poll_next(cx) {
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers (HTTP/2) are not relayed.
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
                     let out = match &mut this.mode {
                         Mode::Sse(m) => m.feed(chunk),
                         Mode::Json(copy) => {
@@ -765,7 +790,13 @@ impl Stream for MeteredBody {
                         }
                     };
                     if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
+                        // The last byte of a body of known length: metered now, so that the server
+                        // can end the response with this frame instead of polling for the end.
+                        if matches!(this.mode, Mode::Json(_)) && this.upstream.is_end_stream() {
+                            this.done = true;
+                            this.finish(None);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -790,11 +821,25 @@ impl Stream for MeteredBody {
                     };
                     this.finish(None);
                     if !tail.is_empty() {
-                        return Poll::Ready(Some(Ok(tail)));
+                        return Poll::Ready(Some(Ok(Frame::data(tail))));
                     }
                     return Poll::Ready(None);
                 }
             }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    /// A non-streaming body is relayed byte for byte, so the upstream's length (Content-Length) holds for
+    /// the client too; an event stream may lose its usage chunk on the way. An empty body gets no length:
+    /// the server would then never poll it, and its end would not be metered as complete.
+    fn size_hint(&self) -> http_body::SizeHint {
+        match (&self.mode, self.upstream.size_hint().exact()) {
+            (Mode::Json(_), Some(n)) if n > 0 && !self.done => http_body::SizeHint::with_exact(n),
+            _ => http_body::SizeHint::default(),
         }
     }
 }
@@ -826,11 +871,16 @@ pub async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
         Err(e) => return e.render(flavor),
     };
     let target = upstream_of(&app, api);
-    let mut req = app.client.get(format!("{}/v1/models", target.base));
-    req = authorize(api, target, relay_request_headers(&headers, req));
-    if api == ApiKind::Anthropic && !headers.contains_key("anthropic-version") {
-        req = req.header("anthropic-version", "2023-06-01");
-    }
+    let url = target
+        .models
+        .clone()
+        .expect("LLM upstreams have a model list");
+    let req = upstream_request(
+        Method::GET,
+        url,
+        upstream_headers(api, target, &headers),
+        Bytes::new(),
+    );
     let resp = match send_upstream(&app, req, "models").await {
         Ok(r) => r,
         Err(e) => return e.render(flavor),

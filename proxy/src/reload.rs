@@ -33,9 +33,11 @@ impl TableHandle {
     }
 }
 
-type Fingerprint = Vec<(PathBuf, PathBuf, u64, Option<SystemTime>)>;
+/// What the directory looked like: each file's path, resolved path, size and modification time.
+pub type Fingerprint = Vec<(PathBuf, PathBuf, u64, Option<SystemTime>)>;
 
-fn fingerprint(dir: &Path) -> Result<Fingerprint, TableError> {
+/// Takes the directory's fingerprint (blocking: a few system calls per file).
+pub fn fingerprint(dir: &Path) -> Result<Fingerprint, TableError> {
     Ok(json_files(dir)?
         .into_iter()
         .map(|f| {
@@ -72,7 +74,9 @@ pub fn load_into(dir: &Path, handle: &TableHandle, metrics: &Metrics) -> bool {
 }
 
 /// Polls `dir` every `interval` until `stop` turns true; `on_change` runs after each successful swap.
+/// `seen` is the fingerprint taken before the table in force was loaded (`None`: unreadable then).
 pub async fn watch_dir(
+    mut seen: Option<Fingerprint>,
     dir: PathBuf,
     interval: Duration,
     handle: TableHandle,
@@ -80,13 +84,28 @@ pub async fn watch_dir(
     on_change: impl Fn(&TenantTable) + Send + 'static,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut seen = fingerprint(&dir).ok();
+    // A fingerprint costs a few system calls per file (hundreds for a sharded table): blocking work that
+    // would otherwise hold up the requests sharing its runtime thread, once every interval.
+    let take_fingerprint = |dir: &PathBuf| {
+        let dir = dir.clone();
+        async move {
+            let d = dir.clone();
+            tokio::task::spawn_blocking(move || fingerprint(&d))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(TableError::ReadDir {
+                        dir,
+                        source: std::io::Error::other(e),
+                    })
+                })
+        }
+    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        let now = match fingerprint(&dir) {
+        let now = match take_fingerprint(&dir).await {
             Ok(f) => Some(f),
             Err(e) => {
                 if seen.is_some() {

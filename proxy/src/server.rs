@@ -14,11 +14,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::{http_client, router, App, BuildError};
+use crate::app::{http_client, router, upstream_client, App, BuildError};
 use crate::config::{ms, Config};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
-use crate::reload::{load_into, watch_dir, TableHandle};
+use crate::reload::{fingerprint, load_into, watch_dir, TableHandle};
 use crate::usage::{ship, ShipperSettings, UsageSink, UsageTarget};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,10 +66,18 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let metrics = Metrics::new();
     let table = TableHandle::default();
-    {
+    // The fingerprint is taken before the load, so that the watcher sees any change made during it.
+    let seen = {
         let (dir, t, m) = (config.table_dir.clone(), table.clone(), metrics.clone());
-        let _ = tokio::task::spawn_blocking(move || load_into(&dir, &t, &m)).await;
-    }
+        tokio::task::spawn_blocking(move || {
+            let seen = fingerprint(&dir).ok();
+            load_into(&dir, &t, &m);
+            seen
+        })
+        .await
+        .ok()
+        .flatten()
+    };
     let limiters = Arc::new(Limiters::default());
     let usage = UsageSink::new(config.usage.buffer_size, metrics.clone());
     let client = http_client(&config)?;
@@ -79,7 +87,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         limiters.clone(),
         usage.clone(),
         metrics.clone(),
-        client.clone(),
+        upstream_client(&config),
     )?);
 
     let listener = TcpListener::bind(config.listen)
@@ -95,6 +103,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     {
         let (limiters, m) = (limiters.clone(), metrics.clone());
         background.push(tokio::spawn(watch_dir(
+            seen,
             config.table_dir.clone(),
             ms(config.table_reload_interval_ms.max(50)),
             table,

@@ -333,6 +333,64 @@ async fn upstream_timeout_is_504() {
 }
 
 #[tokio::test]
+async fn an_upstream_silent_longer_than_the_read_timeout_is_cut_and_recorded_as_partial() {
+    let h = Harness::with(Options {
+        extra: "[limits]\nupstream_read_timeout_ms = 400\n".into(),
+        ..Options::default()
+    })
+    .await;
+    // Silences of 100 ms add up to more than the read timeout: each event restarts the count.
+    let r = h.openai(ACME_TOKEN, chat("drip", true)).await;
+    assert_eq!(r.status(), 200);
+    let text = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+
+    let started = std::time::Instant::now();
+    let r = h.openai(ACME_TOKEN, chat("stall", true)).await;
+    assert_eq!(r.status(), 200);
+    let mut s = r.bytes_stream();
+    let mut got = Vec::new();
+    let mut failed = false;
+    while let Some(c) = s.next().await {
+        match c {
+            Ok(c) => got.extend_from_slice(&c),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        failed,
+        "the client must see the stream break, not a clean end"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "cut after {waited:?}"
+    );
+    assert!(String::from_utf8_lossy(&got).contains("Hel"));
+    let events = h.api.wait_events(2, Duration::from_secs(5)).await;
+    let stalled: Vec<&Value> = events.iter().filter(|e| e["partial"] == true).collect();
+    assert_eq!(stalled.len(), 1, "{events:?}");
+    assert_eq!(stalled[0]["status"], 200);
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("proxy_upstream_errors_total{kind=\"timeout\",route=\"chat_completions\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn connection_reset_is_502() {
     let reset = resetting_server().await;
     let h = Harness::with(Options {

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
 pub const PLATFORM_OPENAI_KEY: &str = "sk-platform-openai-5e3cret";
@@ -265,6 +265,14 @@ async fn openai(
     events.push("data: [DONE]\n\n".into());
     match model.as_str() {
         "cut" => sse_response(cut_body(events)),
+        "stall" => {
+            // The first two events, then silence with the connection open.
+            let first: Vec<Result<String, std::io::Error>> =
+                events.into_iter().take(2).map(Ok).collect();
+            sse_response(Body::from_stream(
+                stream::iter(first).chain(stream::pending()),
+            ))
+        }
         "drip" => {
             let mut many: Vec<String> = (0..9)
                 .map(|_| openai_chunk(&model, "d", None, include_usage))
