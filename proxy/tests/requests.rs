@@ -391,6 +391,36 @@ async fn an_upstream_silent_longer_than_the_read_timeout_is_cut_and_recorded_as_
 }
 
 #[tokio::test]
+async fn an_https_upstream_is_called_over_tls_and_a_failed_handshake_is_502() {
+    // A server that records the first bytes it receives and hangs up: a TLS client starts with a
+    // handshake record (0x16, then version 3.x), a plain HTTP client with "POST".
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 3];
+        sock.read_exact(&mut head).await.unwrap();
+        let _ = first_tx.send(head.to_vec());
+    });
+    let h = Harness::with(Options {
+        upstream_base: Some(format!("https://{addr}")),
+        ..Options::default()
+    })
+    .await;
+    let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "bad_gateway"
+    );
+    let head = first_rx.await.unwrap();
+    assert_eq!(head[0], 0x16, "a TLS handshake record, got {head:?}");
+    assert_eq!(head[1], 0x03, "TLS 1.x record version, got {head:?}");
+}
+
+#[tokio::test]
 async fn connection_reset_is_502() {
     let reset = resetting_server().await;
     let h = Harness::with(Options {

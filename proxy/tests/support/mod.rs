@@ -540,6 +540,8 @@ pub fn table_json(tenants: &[(&str, &str, &str, u32, u32, u64, u32)]) -> String 
 pub struct Options {
     pub table: Option<String>,
     pub upstream: Option<SocketAddr>,
+    /// The LLM upstreams' base URL when it is not the stand-in's `http://` address (e.g. an https one).
+    pub upstream_base: Option<String>,
     pub extra: String,
     pub with_api: bool,
     pub budget_poll_ms: u64,
@@ -550,6 +552,7 @@ impl Default for Options {
         Self {
             table: Some(EXAMPLE_TABLE.to_owned()),
             upstream: None,
+            upstream_base: None,
             extra: String::new(),
             with_api: true,
             budget_poll_ms: 0,
@@ -576,6 +579,10 @@ impl Harness {
     pub async fn with(opts: Options) -> Self {
         let (upstream, up_addr) = Upstream::start().await;
         let up_addr = opts.upstream.unwrap_or(up_addr);
+        let up_base = opts
+            .upstream_base
+            .clone()
+            .unwrap_or_else(|| format!("http://{up_addr}"));
         let (api, api_addr) = ApiStandIn::start().await;
         let (nango, nango_addr) = Nango::start().await;
         let table_dir = tempfile::tempdir().unwrap();
@@ -597,11 +604,11 @@ table_dir = "{dir}"
 table_reload_interval_ms = 50
 
 [upstreams.openai]
-base_url = "http://{up_addr}"
+base_url = "{up_base}"
 api_key = "{PLATFORM_OPENAI_KEY}"
 
 [upstreams.anthropic]
-base_url = "http://{up_addr}/"
+base_url = "{up_base}/"
 api_key = "{PLATFORM_ANTHROPIC_KEY}"
 
 [nango]
