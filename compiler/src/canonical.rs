@@ -45,8 +45,11 @@ fn emit_document(value: &Value, out: &mut String) {
 }
 
 fn indent(n: usize, out: &mut String) {
-    for _ in 0..n {
-        out.push(' ');
+    const SPACES: &str = "                                                                ";
+    if n <= SPACES.len() {
+        out.push_str(&SPACES[..n]);
+    } else {
+        out.extend(std::iter::repeat_n(' ', n));
     }
 }
 
@@ -127,54 +130,76 @@ const RESERVED_WORDS: &[&str] = &[
     ".Inf", ".INF", "-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN", "<<", "=",
 ];
 
-/// Whether `s` can be written as a plain scalar and read back as exactly this string.
+/// Whether `s` can be written as a plain scalar and read back as exactly this string. One pass over the
+/// bytes: every string of every generated object goes through here.
 fn is_plain_safe(s: &str) -> bool {
-    let Some(first) = s.chars().next() else {
+    let bytes = s.as_bytes();
+    let Some(&first) = bytes.first() else {
         return false;
     };
+    // A conservative character set (which has no '#', so " #" cannot occur), and no ": ".
+    let mut has_colon = false;
+    let mut has_non_numeric_letter = false;
+    let mut prev = 0u8;
+    for &b in bytes {
+        let allowed = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b' ' | b'.' | b'_' | b'/' | b'-' | b':' | b'@' | b'=' | b'+' | b','
+            );
+        if !allowed || (prev == b':' && b == b' ') {
+            return false;
+        }
+        has_colon |= b == b':';
+        has_non_numeric_letter |= b.is_ascii_alphabetic() && b != b'e' && b != b'E';
+        prev = b;
+    }
+    if prev == b':' || prev == b' ' {
+        return false;
+    }
     // A leading digit is fine when the string cannot be a number, date or time in YAML 1.1 or 1.2: it has a
     // letter that no numeric form uses, no ':' (sexagesimal), and no radix prefix ("512Mi", "5994eecf").
     let numeric_free = first.is_ascii_digit()
-        && !s.contains(':')
+        && !has_colon
+        && has_non_numeric_letter
         && !["0x", "0X", "0o", "0O", "0b", "0B"]
             .iter()
-            .any(|p| s.starts_with(p))
-        && s.chars()
-            .any(|c| c.is_ascii_alphabetic() && !"eE".contains(c));
-    if RESERVED_WORDS.contains(&s)
-        || !(first.is_ascii_alphabetic()
-            || first == '/'
-            || first == '_'
-            || first == '.'
-            || numeric_free)
+            .any(|p| s.starts_with(p));
+    if !(first.is_ascii_alphabetic()
+        || first == b'/'
+        || first == b'_'
+        || first == b'.'
+        || numeric_free)
     {
         return false;
     }
-    if s.ends_with(':') || s.contains(": ") || s.contains(" #") || s.ends_with(' ') {
+    // Leading-dot numbers (.5).
+    if first == b'.' && bytes.get(1).is_some_and(u8::is_ascii_digit) {
         return false;
     }
-    // Leading-dot numbers (.5) and sexagesimal or numeric look-alikes start with a letter check above;
-    // what remains must be a conservative character set.
-    if s.starts_with('.') && s[1..].chars().next().is_some_and(|c| c.is_ascii_digit()) {
-        return false;
-    }
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || " ._/-:@=+,".contains(c))
+    // Every reserved word is at most five bytes long.
+    !(bytes.len() <= 5 && RESERVED_WORDS.contains(&s))
 }
 
 fn is_literal_block_safe(s: &str) -> bool {
+    let printable = |c: char| {
+        c == '\n'
+            || (c != '\r'
+                && !c.is_control()
+                && c != '\u{feff}'
+                && c != '\u{85}'
+                && c != '\u{2028}'
+                && c != '\u{2029}')
+    };
     s.contains('\n')
         && !s.starts_with(' ')
         && !s.starts_with('\n')
-        && s.chars().all(|c| {
-            c == '\n'
-                || (c != '\r'
-                    && !c.is_control()
-                    && c != '\u{feff}'
-                    && c != '\u{85}'
-                    && c != '\u{2028}'
-                    && c != '\u{2029}')
-        })
+        && if s.is_ascii() {
+            // The common case, a byte at a time: no control character but the line feed.
+            s.bytes().all(|b| b == b'\n' || (b >= 0x20 && b != 0x7f))
+        } else {
+            s.chars().all(printable)
+        }
         && !s.lines().any(|l| l.ends_with(' ') || l.ends_with('\t'))
 }
 
@@ -219,43 +244,6 @@ pub fn json<T: Serialize>(value: &T) -> String {
     let mut text = serde_json::to_string_pretty(&sorted(value)).expect("JSON values serialise");
     text.push('\n');
     text
-}
-
-/// The first path at which `a` and `b` differ, for error messages ("spec.template.spec.foo").
-pub fn first_difference(a: &Value, b: &Value) -> Option<String> {
-    fn walk(a: &Value, b: &Value, path: &mut Vec<String>) -> Option<String> {
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    path.push(k.clone());
-                    let found = match (x.get(k), y.get(k)) {
-                        (Some(v), Some(w)) => walk(v, w, path),
-                        _ => Some(path.join(".")),
-                    };
-                    if found.is_some() {
-                        return found;
-                    }
-                    path.pop();
-                }
-                None
-            }
-            (Value::Array(x), Value::Array(y)) => {
-                for (i, (v, w)) in x.iter().zip(y.iter()).enumerate() {
-                    path.push(i.to_string());
-                    if let Some(p) = walk(v, w, path) {
-                        return Some(p);
-                    }
-                    path.pop();
-                }
-                (x.len() != y.len()).then(|| path.join("."))
-            }
-            _ => (a != b).then(|| path.join(".")),
-        }
-    }
-    walk(a, b, &mut Vec::new())
 }
 
 #[cfg(test)]
@@ -310,14 +298,12 @@ mod tests {
         })
     }
     #[test]
-    fn keys_are_sorted_and_differences_located() {
+    fn keys_are_sorted_and_strings_read_back() {
         let v: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[1,2],"c":"x"}}"#).unwrap();
         assert_eq!(yaml(&v), "a:\n  c: x\n  d:\n  - 1\n  - 2\nb: 1\n");
         let strings = serde_json::json!({"plain": "a-b/c.d", "num": "1", "yes": "yes", "text": "one\ntwo\n", "colon": "a: b", "empty": "", "list": [{"k": "v", "n": [1]}, "x"]});
         let text = yaml(&strings);
         let back: Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(back, strings, "{text}");
-        let w: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[1,3],"c":"x"}}"#).unwrap();
-        assert_eq!(first_difference(&v, &w).as_deref(), Some("a.d.1"));
     }
 }

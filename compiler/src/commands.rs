@@ -93,28 +93,62 @@ pub fn build(repo: &Path, jobs: Option<usize>) -> Result<ExitCode> {
             .build_global()
             .ok();
     }
-    let (tenants, output) = match compile_dir(repo)? {
-        Ok(o) => o,
+    if !repo.join("templates").is_dir() {
+        bail!(
+            "{} has no templates/ folder: run from the repository root or pass --repo",
+            repo.display()
+        );
+    }
+    let inputs = match source::from_dir(repo) {
+        Ok(i) => i,
         Err(d) => return Ok(report(&d)),
     };
-    let progress = if output.files.len() > 2000 && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(output.files.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} files ({eta})")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_message("writing");
-        Some(bar)
-    } else {
-        None
+    let tenants = inputs.tenants.len();
+    let bar = |len: usize, message: &'static str| {
+        (len > 2000 && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(len as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(message);
+            bar
+        })
     };
-    let stats = compiler::sink::write(repo, &output, || {
-        if let Some(bar) = &progress {
+    // Each rendered file is compared with the tree's as soon as it exists; only differing files are kept, and
+    // nothing is written unless every tenant compiles.
+    let existing = compiler::sink::generated_paths(repo)?;
+    let rendering = bar(tenants, "rendering tenants");
+    let unchanged = |path: &str, contents: &str| {
+        if let Some(bar) = rendering
+            .as_ref()
+            .filter(|_| path.ends_with(compiler::layout::MANIFESTS_FILE))
+        {
+            bar.inc(1);
+        }
+        compiler::sink::unchanged_on_disk(repo, &existing, path, contents)
+    };
+    let changes = compiler::compile_changes(
+        &inputs.platform,
+        &inputs.templates,
+        &inputs.tenants,
+        &unchanged,
+    );
+    if let Some(bar) = rendering {
+        bar.finish_and_clear();
+    }
+    let changes = match changes {
+        Ok(c) => c,
+        Err(d) => return Ok(report(&d)),
+    };
+    let writing = bar(changes.files.len(), "writing files");
+    let stats = compiler::sink::write_changes(repo, &changes, &existing, || {
+        if let Some(bar) = &writing {
             bar.inc(1);
         }
     })?;
-    if let Some(bar) = progress {
+    if let Some(bar) = writing {
         bar.finish_and_clear();
     }
     let (written, unchanged, removed) = (stats.written, stats.unchanged, stats.removed);

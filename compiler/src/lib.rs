@@ -37,7 +37,7 @@ pub use templates::Templates;
 pub use validate::TenantFiles;
 
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The folders (relative to the repository root) the compiler owns entirely: `build` removes anything in them
 /// it did not generate, and `check` reports it.
@@ -66,27 +66,92 @@ pub fn compile_valid(
     templates: &Templates,
     tenants: &[Tenant],
 ) -> Result<Output, Diagnostics> {
-    let rendered: Vec<Result<render::RenderedTenant, Diagnostics>> = tenants
+    compile_filtered(platform, templates, tenants, None).map(|(files, _)| Output { files })
+}
+
+/// What a build into a working tree must write: [`compile_changes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The generated files whose contents differ from what the tree holds (or that it lacks), by path.
+    pub files: BTreeMap<String, String>,
+    /// The path of every generated file, changed or not.
+    pub paths: BTreeSet<String>,
+}
+
+/// [`compile`] for a build into a tree that may already hold most of the output. `unchanged(path, contents)`
+/// is asked about each file as soon as its tenant is rendered (on the rendering threads, so reads of the old
+/// files overlap with rendering), and only the files it does not report unchanged are kept: a build where
+/// little changed never holds the whole output in memory.
+pub fn compile_changes(
+    platform: &Platform,
+    templates: &Templates,
+    tenants: &[TenantFiles],
+    unchanged: &(dyn Fn(&str, &str) -> bool + Sync),
+) -> Result<Changes, Diagnostics> {
+    let valid = validate::tenants(platform, tenants)?;
+    let (files, paths) = compile_filtered(platform, templates, &valid, Some(unchanged))?;
+    Ok(Changes {
+        files,
+        paths: paths.into_iter().collect(),
+    })
+}
+
+type Filter<'a> = Option<&'a (dyn Fn(&str, &str) -> bool + Sync)>;
+
+/// Renders everything; with `unchanged`, leaves out the files it accepts and also returns every path.
+fn compile_filtered(
+    platform: &Platform,
+    templates: &Templates,
+    tenants: &[Tenant],
+    unchanged: Filter<'_>,
+) -> Result<(BTreeMap<String, String>, Vec<String>), Diagnostics> {
+    // Each tenant's files are filtered on the thread that rendered them.
+    let keep = |files: Vec<(String, String)>, paths: &mut Vec<String>| match unchanged {
+        None => files,
+        Some(unchanged) => files
+            .into_iter()
+            .filter(|(path, contents)| {
+                paths.push(path.clone());
+                !unchanged(path, contents)
+            })
+            .collect(),
+    };
+    type Rendered = (
+        String,
+        Vec<(String, String)>,
+        Vec<String>,
+        tenant_table::TableEntry,
+    );
+    let rendered: Vec<Result<Rendered, Diagnostics>> = tenants
         .par_iter()
-        .map(|t| render::render_tenant(platform, templates, t))
+        .map(|t| {
+            render::render_tenant(platform, templates, t).map(|t| {
+                let mut paths = Vec::new();
+                let files = keep(t.files, &mut paths);
+                (t.name, files, paths, t.table_entry)
+            })
+        })
         .collect();
     let mut problems = Diagnostics::new();
     let mut files = BTreeMap::new();
+    let mut all_paths = Vec::new();
     let shards = layout::SHARDS as usize;
     let mut table: Vec<Vec<tenant_table::TableEntry>> = vec![Vec::new(); shards];
     let mut names: Vec<Vec<String>> = vec![Vec::new(); shards];
     for r in rendered {
         match r {
-            Ok(t) => {
-                let shard = layout::shard_number(&t.name) as usize;
-                table[shard].push(t.table_entry);
-                files.extend(t.files);
-                names[shard].push(t.name);
+            Ok((name, tenant_files, paths, table_entry)) => {
+                let shard = layout::shard_number(&name) as usize;
+                table[shard].push(table_entry);
+                files.extend(tenant_files);
+                all_paths.extend(paths);
+                names[shard].push(name);
             }
             Err(d) => problems.extend(d),
         }
     }
     std::mem::take(&mut problems).into_result(())?;
+    let mut shared: Vec<(String, String)> = Vec::new();
     // Only shards that hold tenants get an output folder; the index lists those.
     let mut occupied = Vec::new();
     for (shard, names) in names.iter().enumerate() {
@@ -94,16 +159,16 @@ pub fn compile_valid(
             continue;
         }
         let shard = layout::shard_name(shard as u32);
-        files.insert(
+        shared.push((
             layout::shard_index_path(&shard),
             render::render_shard_index(names.iter().map(String::as_str)),
-        );
+        ));
         occupied.push(shard);
     }
-    files.insert(
+    shared.push((
         layout::INDEX_PATH.to_string(),
         render::render_index(occupied.iter().map(String::as_str)),
-    );
+    ));
     let shard_files: Vec<Result<(String, String), Diagnostic>> = table
         .into_par_iter()
         .enumerate()
@@ -115,17 +180,16 @@ pub fn compile_valid(
         .collect();
     for r in shard_files {
         match r {
-            Ok((path, text)) => {
-                files.insert(path, text);
-            }
+            Ok(file) => shared.push(file),
             Err(d) => problems.push(d),
         }
     }
-    files.insert(
+    shared.push((
         format!("{}/kustomization.yaml", tenant_table::DIR),
         render::render_table_kustomization(platform),
-    );
-    problems.into_result(Output { files })
+    ));
+    files.extend(keep(shared, &mut all_paths));
+    problems.into_result((files, all_paths))
 }
 
 /// Whether `path` lies in a folder the compiler owns.

@@ -3,12 +3,11 @@
 //! but no longer generates is removed. With [`crate::source`], the library's only filesystem edge. File
 //! reads, comparisons and writes run in parallel: at 10,000 tenants the build is mostly system calls.
 
-use crate::{Output, GENERATED_ROOTS};
+use crate::{Changes, Output, GENERATED_ROOTS};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a write did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -65,47 +64,76 @@ pub fn generated_on_disk(repo: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
         .collect()
 }
 
-/// Makes the generated roots of `repo` hold exactly `output`. `progress` is called once per output file,
+/// Whether the file at `path` (relative to `repo`) holds exactly `contents`; `existing` is
+/// [`generated_paths`] of the same tree, so that files known to be missing are not looked for.
+pub fn unchanged_on_disk(
+    repo: &Path,
+    existing: &BTreeSet<String>,
+    path: &str,
+    contents: &str,
+) -> bool {
+    existing.contains(path)
+        && std::fs::read(repo.join(path)).is_ok_and(|old| old == contents.as_bytes())
+}
+
+/// Makes the generated roots of `repo` hold exactly `output`. `progress` is called once per file written,
 /// from any thread.
 pub fn write(repo: &Path, output: &Output, progress: impl Fn() + Sync) -> io::Result<WriteStats> {
     let existing = generated_paths(repo)?;
+    let files: BTreeMap<String, String> = output
+        .files
+        .par_iter()
+        .filter(|(path, contents)| !unchanged_on_disk(repo, &existing, path, contents))
+        .map(|(path, contents)| (path.clone(), contents.clone()))
+        .collect();
+    let changes = Changes {
+        files,
+        paths: output.files.keys().cloned().collect(),
+    };
+    write_changes(repo, &changes, &existing, progress)
+}
+
+/// Makes the generated roots of `repo` hold exactly the files of `changes`: writes `changes.files` and
+/// removes every file of `existing` (the tree's [`generated_paths`], read before the changes were computed)
+/// that is not in `changes.paths`. `progress` is called once per file written, from any thread.
+pub fn write_changes(
+    repo: &Path,
+    changes: &Changes,
+    existing: &BTreeSet<String>,
+    progress: impl Fn() + Sync,
+) -> io::Result<WriteStats> {
     // Folders first, once each, so that parallel writers never race to create them.
-    let dirs: BTreeSet<PathBuf> = output
+    let dirs: BTreeSet<PathBuf> = changes
         .files
         .keys()
+        .filter(|p| !existing.contains(*p))
         .filter_map(|p| repo.join(p).parent().map(Path::to_path_buf))
         .collect();
     for dir in &dirs {
         std::fs::create_dir_all(dir).map_err(|e| with_path(e, "creating", dir))?;
     }
-    let written = AtomicUsize::new(0);
-    let files: Vec<(&String, &String)> = output.files.iter().collect();
+    let files: Vec<(&String, &String)> = changes.files.iter().collect();
     files
         .into_par_iter()
         .try_for_each(|(path, contents)| -> io::Result<()> {
             let full = repo.join(path);
             if existing.contains(path) {
-                let old = std::fs::read(&full).map_err(|e| with_path(e, "reading", &full))?;
-                if old != contents.as_bytes() {
-                    let tmp = full.with_extension("tmp~");
-                    std::fs::write(&tmp, contents).map_err(|e| with_path(e, "writing", &tmp))?;
-                    std::fs::rename(&tmp, &full).map_err(|e| with_path(e, "writing", &full))?;
-                    written.fetch_add(1, Ordering::Relaxed);
-                }
+                let tmp = full.with_extension("tmp~");
+                std::fs::write(&tmp, contents).map_err(|e| with_path(e, "writing", &tmp))?;
+                std::fs::rename(&tmp, &full).map_err(|e| with_path(e, "writing", &full))?;
             } else {
                 std::fs::write(&full, contents).map_err(|e| with_path(e, "writing", &full))?;
-                written.fetch_add(1, Ordering::Relaxed);
             }
             progress();
             Ok(())
         })?;
-    let written = written.into_inner();
+    let written = changes.files.len();
     let mut stats = WriteStats {
         written,
-        unchanged: output.files.len() - written,
+        unchanged: changes.paths.len().saturating_sub(written),
         removed: 0,
     };
-    for path in existing.iter().filter(|p| !output.files.contains_key(*p)) {
+    for path in existing.iter().filter(|p| !changes.paths.contains(*p)) {
         let full = repo.join(path);
         std::fs::remove_file(&full).map_err(|e| with_path(e, "removing", &full))?;
         stats.removed += 1;
