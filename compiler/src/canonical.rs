@@ -177,8 +177,13 @@ fn is_plain_safe(s: &str) -> bool {
     if first == b'.' && bytes.get(1).is_some_and(u8::is_ascii_digit) {
         return false;
     }
-    // Every reserved word is at most five bytes long.
-    !(bytes.len() <= 5 && RESERVED_WORDS.contains(&s))
+    // Every reserved word that got this far is at most five bytes long and starts with one of these.
+    !(bytes.len() <= 5
+        && matches!(
+            first,
+            b'y' | b'Y' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'o' | b'O' | b'.'
+        )
+        && RESERVED_WORDS.contains(&s))
 }
 
 fn is_literal_block_safe(s: &str) -> bool {
@@ -297,6 +302,16 @@ mod tests {
             ]
         })
     }
+    #[test]
+    fn reserved_words_are_quoted() {
+        for word in RESERVED_WORDS {
+            assert!(!is_plain_safe(word), "{word} written plain");
+            let v = Value::String(word.to_string());
+            let back: Value = serde_yaml::from_str(&yaml(&v)).unwrap();
+            assert_eq!(back, v);
+        }
+    }
+
     #[test]
     fn keys_are_sorted_and_strings_read_back() {
         let v: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[1,2],"c":"x"}}"#).unwrap();
