@@ -25,6 +25,10 @@ use api::config::{AdminToken, Config, TelegramVerification};
 
 mod support;
 use sha2::{Digest, Sha256};
+
+// The allocator of the `openclaw-api` binary, so that the api in process runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use support::{database, drop_database, percentile};
 
 struct Args {

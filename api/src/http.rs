@@ -56,7 +56,7 @@ pub struct AppState {
     /// (actor, hash bytes) of each admin token.
     admins: Vec<(Actor, [u8; 32])>,
     /// Platform config and templates at the head, for checks at the boundary.
-    compiled: Mutex<Option<Arc<Compiled>>>,
+    compiled: Mutex<HeadConfig>,
     /// Idempotency keys of requests in progress.
     in_flight: Mutex<HashSet<(String, String)>>,
     /// The usage ledger and the budget feed.
@@ -100,7 +100,7 @@ impl AppState {
             admins,
             auth: Auth::without_keys(&config),
             config,
-            compiled: Mutex::new(None),
+            compiled: Mutex::new(HeadConfig::default()),
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -634,14 +634,14 @@ async fn idempotency(
 }
 
 /// Runs a change through idempotency and the writer.
-async fn submit(
+async fn submit<P: Into<Prepared>>(
     state: &Shared,
     headers: &HeaderMap,
     method: Method,
     path: &str,
     body: &[u8],
     caller: &Caller,
-    make: impl AsyncFnOnce(String) -> Result<Change, ApiError>,
+    make: impl AsyncFnOnce(String) -> Result<P, ApiError>,
 ) -> Result<Response, ApiError> {
     let scope = caller.scope();
     let (key, _guard) = match idempotency(state, headers, &scope, &method, path, body).await? {
@@ -649,29 +649,57 @@ async fn submit(
         Idempotency::None => (None, None),
         Idempotency::Fresh(key, guard) => (Some(key), Some(guard)),
     };
-    let change = make(request_id(headers)).await?;
-    let response = state.writer.submit(change, key).await?;
+    let Prepared { change, new_owner } = make(request_id(headers)).await?.into();
+    let response = state.writer.submit(change, new_owner, key).await?;
     let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::OK);
     Ok((status, Json(response)).into_response())
+}
+
+/// A change ready for the writer, with the customer it creates: a provision for an owner the api
+/// does not know yet records the new account in the batch's transaction, flushed with it.
+pub struct Prepared {
+    pub change: Change,
+    pub new_owner: Option<Customer>,
+}
+
+impl From<Change> for Prepared {
+    fn from(change: Change) -> Prepared {
+        Prepared {
+            change,
+            new_owner: None,
+        }
+    }
+}
+
+/// What [`compiled`] keeps between requests: the clone, opened once, and the platform config
+/// and templates of the last templates/ tree it saw.
+#[derive(Default)]
+struct HeadConfig {
+    repo: Option<git2::Repository>,
+    compiled: Option<Arc<Compiled>>,
 }
 
 /// The platform config and templates at the head (cached per templates/ tree).
 async fn compiled(state: &Shared) -> Result<Arc<Compiled>, ApiError> {
     let state2 = state.clone();
     tokio::task::spawn_blocking(move || {
-        let repo = git2::Repository::open_bare(&state2.config.repo.local_path)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let internal = |e: git2::Error| ApiError::Internal(e.message().to_owned());
+        let mut head = state2.compiled.lock().expect("compiled cache");
+        let head = &mut *head;
+        let repo = match &mut head.repo {
+            Some(repo) => repo,
+            None => head.repo.insert(
+                git2::Repository::open_bare(&state2.config.repo.local_path).map_err(internal)?,
+            ),
+        };
         let tip = repo
             .refname_to_id(&state2.tracking_ref())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(internal)?;
         let tree = repo
             .find_commit(tip)
             .and_then(|c| c.tree())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let mut cache = state2.compiled.lock().expect("compiled cache").clone();
-        let compiled = compiled_for(&repo, &tree, &mut cache).map_err(ApiError::from)?;
-        *state2.compiled.lock().expect("compiled cache") = cache;
-        Ok(compiled)
+            .map_err(internal)?;
+        compiled_for(repo, &tree, &mut head.compiled).map_err(ApiError::from)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -908,7 +936,7 @@ async fn provision(
                 ("gateway-token".to_owned(), random_token()),
             ]);
             let secrets_yaml = encrypt_secrets(&compiled, &name, values).await?;
-            let owner = owner_account(&state, &caller, &spec.spec.owner).await?;
+            let (owner, new_owner) = owner_account(&state, &caller, &spec.spec.owner).await?;
             let mut actor = caller.actor.clone();
             if let Some(customer) = &caller.customer {
                 // The email just recorded on the account becomes the author's email.
@@ -916,16 +944,19 @@ async fn provision(
                     actor.email = spec.spec.owner.email.to_string();
                 }
             }
-            Ok(Change {
-                tenant: name.to_string(),
-                operation: Operation::Provision {
-                    spec_yaml: spec.to_yaml(),
-                    secrets_yaml,
-                    owner_id: Some(owner),
+            Ok(Prepared {
+                change: Change {
+                    tenant: name.to_string(),
+                    operation: Operation::Provision {
+                        spec_yaml: spec.to_yaml(),
+                        secrets_yaml,
+                        owner_id: Some(owner),
+                    },
+                    actor,
+                    reason: reason(body.reason.or(settings.reason))?,
+                    request_id,
                 },
-                actor,
-                reason: reason(body.reason.or(settings.reason))?,
-                request_id,
+                new_owner,
             })
         },
     )
@@ -971,13 +1002,15 @@ fn requested_owner(caller: &Caller, owner: Option<&OwnerBody>) -> Result<(String
 }
 
 /// The customer who will own a new tenant: the calling customer (whose email is recorded if
-/// their account had none), or for admins the customer with the owner's Telegram id or email,
-/// created when there is none.
+/// their account had none), or for admins the customer with the owner's Telegram id or email.
+/// When there is none, a new account is returned too: the writer creates it in the transaction
+/// that records the tenant (or, when someone made the same account meanwhile, records the tenant
+/// under that one).
 async fn owner_account(
     state: &AppState,
     caller: &Caller,
     owner: &Owner,
-) -> Result<String, ApiError> {
+) -> Result<(String, Option<Customer>), ApiError> {
     let unavailable = |e: crate::store::StoreError| ApiError::Unavailable(e.to_string());
     let email = owner.email.to_string();
     let telegram = owner.telegram_user_id.get();
@@ -986,7 +1019,7 @@ async fn owner_account(
             if customer.email.is_none() {
                 record_email(state, &customer.id, &email).await?;
             }
-            return Ok(customer.id.clone());
+            return Ok((customer.id.clone(), None));
         }
     }
     if let Some(found) = state
@@ -995,7 +1028,7 @@ async fn owner_account(
         .await
         .map_err(unavailable)?
     {
-        return Ok(found.id);
+        return Ok((found.id, None));
     }
     if let Some(found) = state
         .store
@@ -1012,7 +1045,7 @@ async fn owner_account(
                 .await
                 .map_err(unavailable)?;
         }
-        return Ok(found.id);
+        return Ok((found.id, None));
     }
     let customer = Customer::new(
         Some(email.clone()),
@@ -1020,19 +1053,7 @@ async fn owner_account(
         email,
         crate::auth::now_s() * 1000,
     );
-    match state.store.insert_customer(&customer).await {
-        Ok(()) => Ok(customer.id),
-        // A sign-in created the same customer meanwhile.
-        Err(e) => match state
-            .store
-            .customer_by_telegram(telegram)
-            .await
-            .map_err(unavailable)?
-        {
-            Some(found) => Ok(found.id),
-            None => Err(unavailable(e)),
-        },
-    }
+    Ok((customer.id.clone(), Some(customer)))
 }
 
 /// Records a customer's email; another account holding it is a conflict.

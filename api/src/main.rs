@@ -10,6 +10,9 @@ use api::config::Config;
 use api::dev::{self, DevPaths};
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "openclaw-api",

@@ -28,7 +28,7 @@ use git2::{
 };
 
 use crate::config::RepoConfig;
-use objects::{Objects, Staging, TreeCache};
+use objects::{ObjectCache, Objects, Staging};
 use pack::PackName;
 use refs::{Expect, RefError};
 
@@ -83,13 +83,44 @@ pub struct StateRepo {
     config: RepoConfig,
     /// Objects made since the last [`StateRepo::persist`].
     staged: Staging,
-    /// Trees read or written recently (the root and the folders changes go through).
-    cache: RefCell<TreeCache>,
-    /// Packs written since the last push to a remote on this machine; they go over as links.
+    /// Trees and blobs read or written recently (the folders changes go through, shard indexes
+    /// and tenant tables).
+    cache: RefCell<ObjectCache>,
+    /// Packs written since the last push.
     unpushed: Vec<PackName>,
-    /// The background `git repack` started by [`StateRepo::maintain`], if still running.
+    /// Those of them not yet linked into a remote on this machine; they go over at the push.
+    unlinked: Vec<PackName>,
+    /// Rolling pushed packs up, and `git repack` when idle.
+    maintenance: Maintenance,
+}
+
+/// How many packs of one size class are rolled into one of the next.
+const ROLLUP_FAN_IN: usize = 8;
+
+/// Keeps the number of pack files small. Every batch adds a pack (to the clone and, for a remote
+/// on this machine, to the remote), and libgit2 and git look through every pack for an object, so
+/// without this the cost of a change would grow with the number of changes made.
+///
+/// - While changes come in, the packs this process wrote are rolled up in the background: every
+///   [`ROLLUP_FAN_IN`] packs of one size class become one pack of the next class, by copying
+///   their entries as they are ([`pack::merge`]); an object is copied once per class (a handful of
+///   times over its life), and nothing is inflated, walked or searched for deltas.
+/// - When the writer is idle, `git repack -d --geometric=2` runs in the background (if a `git`
+///   binary is installed), which also finds deltas and rolls up packs from fetches and earlier
+///   runs. Both are safe beside readers and beside git processes working on the same repository.
+#[derive(Default)]
+struct Maintenance {
+    /// Pushed packs of this process by size class (class n holds about FAN_IN^n batches).
+    classes: Vec<Vec<PackName>>,
+    /// A rollup in progress: the class its result belongs to, and the thread making it.
+    rollup: Option<(
+        usize,
+        std::thread::JoinHandle<std::io::Result<Option<PackName>>>,
+    )>,
+    /// A `git repack` in progress.
     repack: Option<std::process::Child>,
-    packs_written: usize,
+    /// Packs written since the last `git repack` started.
+    since_repack: usize,
 }
 
 /// A commit's tree, read through the objects not yet on disk.
@@ -110,8 +141,9 @@ impl Snapshot<'_> {
     }
 }
 
-/// Size of the tree cache: enough for the folders on the paths of a change at 10,000 tenants.
-const TREE_CACHE_BYTES: usize = 64 << 20;
+/// Size of the object cache: the folders on the paths of changes and every shard's index and
+/// tenant table at 10,000 tenants, with room to spare.
+const OBJECT_CACHE_BYTES: usize = 64 << 20;
 
 impl StateRepo {
     /// Opens the clone at `config.local_path`, creating it (bare, with the remote) and fetching
@@ -134,10 +166,10 @@ impl StateRepo {
             repo,
             config: config.clone(),
             staged: Staging::default(),
-            cache: RefCell::new(TreeCache::new(TREE_CACHE_BYTES)),
+            cache: RefCell::new(ObjectCache::new(OBJECT_CACHE_BYTES)),
             unpushed: Vec::new(),
-            repack: None,
-            packs_written: 0,
+            unlinked: Vec::new(),
+            maintenance: Maintenance::default(),
         };
         if state.remote_tip().is_none() {
             state.fetch().map_err(|e| match e {
@@ -271,7 +303,7 @@ impl StateRepo {
         self.set_local_tip(tip).map_err(unreachable)?;
         if let Some(path) = local_path(&self.config.remote_url) {
             self.push_local(&path, tip)?;
-            self.unpushed.clear();
+            self.pushed_packs();
             return self.set_remote_tip(tip, false).map_err(unreachable);
         }
         let mut remote = self
@@ -301,13 +333,24 @@ impl StateRepo {
             Err(e) => return Err(PushError::Unreachable(e.message().to_owned())),
         }
         drop(options);
+        drop(remote);
         if let Some(status) = rejected {
             tracing::debug!(%status, "push rejected by the remote");
             return Err(PushError::Rejected);
         }
-        self.unpushed.clear();
+        self.pushed_packs();
         self.set_remote_tip(tip, true).map_err(unreachable)?;
         Ok(())
+    }
+
+    /// The packs written so far are on the remote: they may be rolled up from now on.
+    fn pushed_packs(&mut self) {
+        let pushed = std::mem::take(&mut self.unpushed);
+        self.unlinked.clear();
+        if self.maintenance.classes.is_empty() {
+            self.maintenance.classes.push(Vec::new());
+        }
+        self.maintenance.classes[0].extend(pushed);
     }
 
     /// Pushes to a repository on this machine: the packs written since the last push go over as
@@ -328,21 +371,22 @@ impl StateRepo {
             if expected == tip {
                 return Ok(());
             }
-            let fast_forward = self
-                .repo
-                .graph_descendant_of(tip, expected)
-                .unwrap_or(false);
+            // The local branch is built on the remote tip as last fetched or pushed, so when the
+            // remote still holds that, this is a fast-forward without walking any history.
+            let fast_forward = self.remote_tip() == Some(expected)
+                || self
+                    .repo
+                    .graph_descendant_of(tip, expected)
+                    .unwrap_or(false);
             if !fast_forward {
                 return Err(PushError::Rejected);
             }
         }
         let from = self.config.local_path.join("objects/pack");
         let to = path.join("objects/pack");
-        for name in &self.unpushed {
-            pack::link(&from, name, &to).map_err(|e| {
-                PushError::Unreachable(format!("cannot write to {}: {e}", to.display()))
-            })?;
-        }
+        pack::link(&from, &self.unlinked, &to).map_err(|e| {
+            PushError::Unreachable(format!("cannot write to {}: {e}", to.display()))
+        })?;
         match refs::update(path, &branch, tip, Expect::Value(expected), true) {
             Ok(()) => Ok(()),
             Err(RefError::Moved(_) | RefError::Locked(_)) => Err(PushError::Rejected),
@@ -350,24 +394,71 @@ impl StateRepo {
         }
     }
 
-    /// Keeps the number of pack files small. Every batch adds a pack (to the clone and, for a
-    /// remote on this machine, to the remote), and libgit2 looks through every pack for each
-    /// object it reads, so the cost of a change would grow with the number of changes made. Every
-    /// 16 packs this starts `git repack --geometric=2 -d` in the background (it rolls small packs
-    /// into bigger ones and is safe beside concurrent writers); without a `git` binary it does
-    /// nothing.
+    /// Rolls pushed packs up in the background (see [`Maintenance`]); call after each push.
     pub fn maintain(&mut self) {
-        self.packs_written += 1;
-        if let Some(child) = &mut self.repack {
+        let m = &mut self.maintenance;
+        if let Some(child) = &mut m.repack {
             match child.try_wait() {
                 Ok(None) => return,
-                _ => self.repack = None,
+                // git rolled up whatever it found, ours included: start the classes afresh.
+                _ => {
+                    m.repack = None;
+                    m.classes.clear();
+                }
             }
         }
-        if self.packs_written < 16 {
+        if let Some((class, rollup)) = m.rollup.take() {
+            if !rollup.is_finished() {
+                m.rollup = Some((class, rollup));
+                return;
+            }
+            match rollup.join() {
+                Ok(Ok(Some(name))) => {
+                    while m.classes.len() <= class {
+                        m.classes.push(Vec::new());
+                    }
+                    m.classes[class].push(name);
+                }
+                Ok(Ok(None)) => {}
+                // The inputs stay as they are; the next idle `git repack` takes them.
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot roll packs up"),
+                Err(_) => tracing::warn!("rolling packs up panicked"),
+            }
+        }
+        let Some(class) = m.classes.iter().position(|c| c.len() >= ROLLUP_FAN_IN) else {
+            return;
+        };
+        let inputs: Vec<PackName> = m.classes[class].drain(..ROLLUP_FAN_IN).collect();
+        let clone = self.config.local_path.join("objects/pack");
+        let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
+        let spawned = std::thread::Builder::new()
+            .name("pack-rollup".into())
+            .spawn(move || roll_up(&clone, remote.as_deref(), &inputs));
+        match spawned {
+            Ok(handle) => m.rollup = Some((class + 1, handle)),
+            Err(e) => tracing::warn!(error = %e, "cannot start rolling packs up"),
+        }
+    }
+
+    /// Idle work: when packs were written since the last time, starts `git repack -d
+    /// --geometric=2` in the background on the clone (and on a remote on this machine). Without a
+    /// `git` binary this does nothing.
+    pub fn maintain_idle(&mut self) {
+        let m = &mut self.maintenance;
+        if m.repack.is_some() || m.since_repack == 0 {
             return;
         }
-        self.packs_written = 0;
+        if let Some((_, rollup)) = &m.rollup {
+            if !rollup.is_finished() {
+                return;
+            }
+        }
+        self.maintain();
+        let m = &mut self.maintenance;
+        if m.rollup.is_some() {
+            return;
+        }
+        m.since_repack = 0;
         let mut dirs = vec![self.config.local_path.clone()];
         if let Some(remote) = local_path(&self.config.remote_url) {
             dirs.push(remote);
@@ -384,15 +475,18 @@ impl StateRepo {
             .stderr(std::process::Stdio::null())
             .spawn()
         {
-            Ok(child) => self.repack = Some(child),
+            Ok(child) => m.repack = Some(child),
             Err(e) => tracing::debug!(error = %e, "cannot start git repack"),
         }
     }
 
-    /// Waits for a running background repack (on shutdown).
+    /// Waits for background maintenance (on shutdown).
     pub fn finish_maintenance(&mut self) {
-        if let Some(mut child) = self.repack.take() {
+        if let Some(mut child) = self.maintenance.repack.take() {
             let _ = child.wait();
+        }
+        if let Some((_, rollup)) = self.maintenance.rollup.take() {
+            let _ = rollup.join();
         }
     }
 
@@ -402,21 +496,38 @@ impl StateRepo {
         if self.staged.is_empty() {
             return Ok(());
         }
-        let name = pack::write(
-            &self.config.local_path.join("objects/pack"),
-            self.staged.iter(),
-        )?;
-        self.unpushed.push(name);
+        let pack_dir = self.config.local_path.join("objects/pack");
+        let remote = local_path(&self.config.remote_url)
+            .map(|p| p.join("objects/pack"))
+            .filter(|p| p.is_dir());
+        match remote {
+            // A remote on this machine gets the pack now, while the clone's folder is flushed;
+            // only its branch moves at the push. (Objects no ref names yet are harmless there.)
+            Some(remote) => {
+                let (name, linked) = pack::write_and_link(&pack_dir, &remote, self.staged.iter())?;
+                if let Err(e) = linked {
+                    tracing::debug!(error = %e, "cannot link the pack into the remote yet");
+                    self.unlinked.push(name.clone());
+                }
+                self.unpushed.push(name);
+            }
+            None => {
+                let name = pack::write(&pack_dir, self.staged.iter())?;
+                self.unlinked.push(name.clone());
+                self.unpushed.push(name);
+            }
+        }
+        self.maintenance.since_repack += 1;
         let mut cache = self.cache.borrow_mut();
-        for (id, data) in self.staged.take_trees() {
-            cache.insert(id, data);
+        for (id, kind, data) in self.staged.take_readable() {
+            cache.insert(id, kind, data);
         }
         Ok(())
     }
 
     /// Forgets the objects made since the last [`StateRepo::persist`] (their changes were undone).
     pub fn discard(&mut self) {
-        self.staged.take_trees();
+        self.staged.take_readable();
     }
 
     /// Builds the tree of `base` with `edits` applied (see [`objects::edit_tree`]); the new
@@ -444,6 +555,29 @@ impl StateRepo {
     pub fn contains(&self, tip: Oid, commit: Oid) -> bool {
         tip == commit || self.repo.graph_descendant_of(tip, commit).unwrap_or(false)
     }
+}
+
+/// Rolls the packs `inputs` of the clone's pack folder into one, puts it into the remote's pack
+/// folder too (a remote on this machine, which holds the same packs), then removes the inputs
+/// from both. The new pack is flushed in both folders before any input goes.
+fn roll_up(
+    clone: &Path,
+    remote: Option<&Path>,
+    inputs: &[PackName],
+) -> std::io::Result<Option<PackName>> {
+    let Some(merged) = pack::merge(clone, inputs)? else {
+        return Ok(None);
+    };
+    if let Some(remote) = remote {
+        pack::link(clone, std::slice::from_ref(&merged), remote)?;
+    }
+    for input in inputs.iter().filter(|i| **i != merged) {
+        pack::remove(clone, input)?;
+        if let Some(remote) = remote {
+            pack::remove(remote, input)?;
+        }
+    }
+    Ok(Some(merged))
 }
 
 /// Writes a root commit holding exactly `files` into the bare repository at `path` (one pack)
@@ -480,10 +614,10 @@ pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
         repo,
         config: config.clone(),
         staged: Staging::default(),
-        cache: RefCell::new(TreeCache::new(0)),
+        cache: RefCell::new(ObjectCache::new(0)),
         unpushed: Vec::new(),
-        repack: None,
-        packs_written: 0,
+        unlinked: Vec::new(),
+        maintenance: Maintenance::default(),
     };
     let mut remote = state
         .repo

@@ -18,6 +18,8 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Invalid(String),
 }
 
 /// Handle to the database; cheap to clone.
@@ -76,6 +78,8 @@ pub struct Recorded {
     pub commit_id: String,
     pub index: IndexEffect,
     pub idempotency: Option<IdempotencyRecord>,
+    /// The account a provision creates for its owner (see [`Store::record_batch`]).
+    pub new_owner: Option<Customer>,
     /// The tenant's index row before the change.
     pub prior: Option<TenantRow>,
     pub at: i64,
@@ -200,8 +204,14 @@ impl Store {
     }
 
     /// Records a batch of changes in one transaction and a handful of statements, whatever its
-    /// size: index rows, outbox rows (pending) and idempotency responses. Returns, for each change,
-    /// the tenant's index row as it was before the batch (what [`Store::undo_batch`] restores).
+    /// size: new owners' accounts, index rows, outbox rows (pending) and idempotency responses.
+    /// Returns, for each change, the tenant's index row as it was before the batch (what
+    /// [`Store::undo_batch`] restores).
+    ///
+    /// A provision for an owner the api did not know carries a new account; it is created here
+    /// unless an account with the same Telegram id or email was made meanwhile (a sign-in, or
+    /// another provision for the same person), in which case the tenant is recorded under that
+    /// one, found as the provision's lookup finds owners: by Telegram id, then by email.
     pub async fn record_batch(
         &self,
         batch: &[Recorded],
@@ -210,6 +220,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
+        let owners = create_owners(&mut tx, batch).await?;
         let mut insert = String::from(
             "INSERT INTO outbox (seq, tenant, action, request_id, change_json, commit_id, state, created_at) VALUES ",
         );
@@ -229,14 +240,18 @@ impl Store {
                 n + 7
             ));
         }
+        let change_json: Vec<std::borrow::Cow<'_, str>> = batch
+            .iter()
+            .map(|c| owners.change_json(c))
+            .collect::<Result<_, _>>()?;
         let mut query = sqlx::query(&insert);
-        for change in batch {
+        for (change, json) in batch.iter().zip(&change_json) {
             query = query
                 .bind(change.seq)
                 .bind(&change.tenant)
                 .bind(&change.action)
                 .bind(&change.request_id)
-                .bind(&change.change_json)
+                .bind(json.as_ref())
                 .bind(&change.commit_id)
                 .bind(change.at);
         }
@@ -275,6 +290,7 @@ impl Store {
             let owner = match &change.index {
                 IndexEffect::Upsert { owner_id } => owner_id
                     .as_ref()
+                    .map(|id| owners.resolve(id))
                     .or_else(|| last.get(change.tenant.as_str()).and_then(|(_, o)| *o)),
                 IndexEffect::Remove => {
                     removed.push(change.tenant.as_str());
@@ -835,6 +851,130 @@ enum CustomerKey<'a> {
 
 /// Appends `count` groups of `width` placeholders, numbered from `$first`, separated by commas
 /// (`$1, $2, $3` for width 1; `($1, $2), ($3, $4)` is built by the callers that need groups).
+/// Accounts found in place of the new ones a batch meant to create: (id meant, id found).
+#[derive(Default)]
+struct Owners {
+    replaced: std::collections::HashMap<String, String>,
+}
+
+impl Owners {
+    fn resolve<'a>(&'a self, id: &'a String) -> &'a String {
+        self.replaced.get(id).unwrap_or(id)
+    }
+
+    /// The change as the outbox keeps it, naming the owner it is recorded under.
+    fn change_json<'a>(
+        &self,
+        change: &'a Recorded,
+    ) -> Result<std::borrow::Cow<'a, str>, StoreError> {
+        let Some(found) = change
+            .new_owner
+            .as_ref()
+            .and_then(|o| self.replaced.get(&o.id))
+        else {
+            return Ok(change.change_json.as_str().into());
+        };
+        let mut value: serde_json::Value = serde_json::from_str(&change.change_json)
+            .map_err(|e| StoreError::Invalid(format!("outbox change: {e}")))?;
+        value["operation"]["owner_id"] = serde_json::Value::String(found.clone());
+        Ok(value.to_string().into())
+    }
+}
+
+/// Creates the new owners' accounts of a batch, or finds the accounts made meanwhile in their
+/// place (see [`Store::record_batch`]).
+async fn create_owners(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    batch: &[Recorded],
+) -> Result<Owners, StoreError> {
+    let new: Vec<&Customer> = batch.iter().filter_map(|c| c.new_owner.as_ref()).collect();
+    if new.is_empty() {
+        return Ok(Owners::default());
+    }
+    let mut insert = String::from(
+        "INSERT INTO customers (id, email, telegram_id, display_name, created_at, session_epoch) VALUES ",
+    );
+    for i in 0..new.len() {
+        if i > 0 {
+            insert.push_str(", ");
+        }
+        let n = i * 6;
+        insert.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6
+        ));
+    }
+    insert.push_str(" ON CONFLICT DO NOTHING");
+    let mut query = sqlx::query(&insert);
+    for customer in &new {
+        query = query
+            .bind(&customer.id)
+            .bind(customer.email.clone())
+            .bind(customer.telegram_id)
+            .bind(&customer.display_name)
+            .bind(customer.created_at)
+            .bind(customer.session_epoch);
+    }
+    let inserted = query.execute(&mut **tx).await?.rows_affected();
+    if inserted == new.len() as u64 {
+        return Ok(Owners::default());
+    }
+    let mut select = String::from(
+        "SELECT id, email, telegram_id, display_name, created_at, session_epoch FROM customers WHERE id IN (",
+    );
+    placeholders(&mut select, 1, new.len(), 1);
+    select.push_str(") OR telegram_id IN (");
+    placeholders(&mut select, 1 + new.len(), new.len(), 1);
+    select.push_str(") OR email IN (");
+    placeholders(&mut select, 1 + 2 * new.len(), new.len(), 1);
+    select.push(')');
+    let mut query = sqlx::query(&select);
+    for customer in &new {
+        query = query.bind(&customer.id);
+    }
+    for customer in &new {
+        query = query.bind(customer.telegram_id);
+    }
+    for customer in &new {
+        query = query.bind(customer.email.clone());
+    }
+    let found: Vec<Customer> = query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(customer_row)
+        .collect::<Result<_, _>>()?;
+    let mut owners = Owners::default();
+    for customer in new {
+        if found.iter().any(|f| f.id == customer.id) {
+            continue;
+        }
+        let instead = found
+            .iter()
+            .find(|f| f.telegram_id.is_some() && f.telegram_id == customer.telegram_id)
+            .or_else(|| {
+                found
+                    .iter()
+                    .find(|f| f.email.is_some() && f.email == customer.email)
+            })
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "the account for a new tenant's owner could be neither created nor found (customer {})",
+                    customer.id
+                ))
+            })?;
+        owners
+            .replaced
+            .insert(customer.id.clone(), instead.id.clone());
+    }
+    Ok(owners)
+}
+
 fn placeholders(sql: &mut String, first: usize, count: usize, width: usize) {
     for i in 0..count * width {
         if i > 0 {
@@ -874,6 +1014,7 @@ mod tests {
                 status: 201,
                 body: "{}".into(),
             }),
+            new_owner: None,
             prior,
             at: 1000 + seq,
         }
@@ -917,5 +1058,69 @@ mod tests {
         store.mark_state(&[1], "pushed", 5000).await.unwrap();
         assert_eq!(store.outbox_counts().await.unwrap(), (0, 1));
         assert_eq!(store.next_seq().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn new_owners_are_created_with_the_batch_or_found_in_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let provision = |seq: i64, tenant: &str, owner: &Customer| {
+            Recorded {
+            change_json: serde_json::json!({
+                "tenant": tenant,
+                "operation": {"action": "provision", "spec_yaml": "", "secrets_yaml": "", "owner_id": owner.id},
+            })
+            .to_string(),
+            new_owner: Some(owner.clone()),
+            ..change(
+                seq,
+                tenant,
+                IndexEffect::Upsert {
+                    owner_id: Some(owner.id.clone()),
+                },
+                None,
+            )
+        }
+        };
+        let ada = Customer::new(Some("ada@example.com".into()), Some(7), "Ada".into(), 1);
+        // Two provisions for the same new person in one batch, each with an account of its own
+        // making: the first is created, the second tenant goes to it.
+        let twin = Customer::new(Some("ada@example.com".into()), Some(7), "Ada".into(), 1);
+        // Someone signed in meanwhile with the Telegram id a provision names.
+        let signed_in = Customer::new(None, Some(8), "Bob".into(), 1);
+        store.insert_customer(&signed_in).await.unwrap();
+        let bob = Customer::new(Some("bob@example.com".into()), Some(8), "Bob".into(), 1);
+        store
+            .record_batch(&[
+                provision(1, "acme", &ada),
+                provision(2, "globex", &twin),
+                provision(3, "initech", &bob),
+            ])
+            .await
+            .unwrap();
+        let owner = |name: &'static str| {
+            let store = store.clone();
+            async move { store.tenant(name).await.unwrap().unwrap().owner_id }
+        };
+        assert_eq!(owner("acme").await, Some(ada.id.clone()));
+        assert_eq!(owner("globex").await, Some(ada.id.clone()));
+        assert_eq!(owner("initech").await, Some(signed_in.id.clone()));
+        assert_eq!(
+            store.customer_by_telegram(7).await.unwrap().unwrap().email,
+            Some("ada@example.com".into())
+        );
+        assert!(store.customer(&twin.id).await.unwrap().is_none());
+        assert!(store.customer(&bob.id).await.unwrap().is_none());
+        // The outbox names the owner each tenant was recorded under.
+        let pending = store.pending().await.unwrap();
+        let owners: Vec<String> = pending
+            .iter()
+            .map(|row| {
+                let change: serde_json::Value = serde_json::from_str(&row.change_json).unwrap();
+                change["operation"]["owner_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(owners, [ada.id.clone(), ada.id, signed_in.id]);
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use crate::config::{RepoConfig, UnreachablePolicy};
 use crate::lifecycle::{commit_message, compiled_for, plan, Change, ChangeError, Compiled};
 use crate::state_repo::{PushError, RepoError, StateRepo};
-use crate::store::{IdempotencyRecord, IndexEffect, Recorded, Store, StoreError};
+use crate::store::{Customer, IdempotencyRecord, IndexEffect, Recorded, Store, StoreError};
 
 /// What a caller gets back for an applied change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -99,6 +99,8 @@ pub struct IdempotencyKey {
 
 struct Job {
     change: Change,
+    /// The account a provision creates for its owner, recorded with the change.
+    new_owner: Option<Customer>,
     idempotency: Option<IdempotencyKey>,
     reply: oneshot::Sender<Result<ChangeResponse, WriteError>>,
 }
@@ -115,11 +117,13 @@ impl WriterHandle {
     pub async fn submit(
         &self,
         change: Change,
+        new_owner: Option<Customer>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<ChangeResponse, WriteError> {
         let (reply, answer) = oneshot::channel();
         match self.tx.try_send(Job {
             change,
+            new_owner,
             idempotency,
             reply,
         }) {
@@ -251,6 +255,7 @@ impl Writer {
             self.flush();
         } else {
             self.refresh();
+            self.repo.maintain_idle();
         }
     }
 
@@ -356,9 +361,11 @@ impl Writer {
 
     /// Applies one change on top of `base` and makes its commit, in memory (no ref moves).
     fn apply(&mut self, base: Oid, change: &Change) -> Result<Applied, WriteError> {
-        let root = self.repo.snapshot(base)?.root;
         let compiled = self.compiled_at(base)?;
-        let planned = plan(&self.repo.snapshot(base)?, &compiled, change)?;
+        let (root, planned) = {
+            let snapshot = self.repo.snapshot(base)?;
+            (snapshot.root, plan(&snapshot, &compiled, change)?)
+        };
         let new_tree = self.repo.edit_tree(root, &planned.edits)?;
         if new_tree == root {
             return Ok(Applied::Unchanged);
@@ -434,6 +441,7 @@ impl Writer {
         for job in jobs {
             let Job {
                 change,
+                new_owner,
                 idempotency,
                 reply,
             } = job;
@@ -466,6 +474,7 @@ impl Writer {
                             status: response.status(),
                             body: serde_json::to_string(&response).expect("a response serialises"),
                         }),
+                        new_owner,
                         prior: None,
                         at: now_ms(),
                     };

@@ -6,7 +6,7 @@
 //! are known exactly when it is time to write them.
 //!
 //! Tree edits read only the trees on the paths of the edits (from the staging area, a bounded cache
-//! of recently written trees, or the repository), so their cost follows the size of those trees,
+//! of recently read or written trees and blobs, or the repository), so their cost follows the size of those trees,
 //! not of the repository.
 
 use std::cmp::Ordering;
@@ -22,6 +22,29 @@ const FILE_MODE: &[u8] = b"100644";
 /// Mode of a folder entry.
 const TREE_MODE: &[u8] = b"40000";
 
+/// The id git gives an object: SHA-1 of "<kind> <size>\0" and the contents. Computed with the
+/// CPU's SHA instructions where it has them; libgit2's own hashing also checks for SHA-1
+/// collision attacks, which costs several times more and guards against objects crafted by
+/// someone else, while these are objects the api makes itself.
+pub fn object_id(kind: ObjectType, data: &[u8]) -> Result<Oid, git2::Error> {
+    use sha1::Digest;
+    let name = match kind {
+        ObjectType::Commit => "commit",
+        ObjectType::Tree => "tree",
+        ObjectType::Blob => "blob",
+        ObjectType::Tag => "tag",
+        other => {
+            return Err(git2::Error::from_str(&format!(
+                "{other} is not an object type"
+            )))
+        }
+    };
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("{name} {}\0", data.len()).as_bytes());
+    hasher.update(data);
+    Oid::from_bytes(&hasher.finalize())
+}
+
 /// Objects made since they were last written to disk, in the order they were made.
 #[derive(Default)]
 pub struct Staging {
@@ -32,7 +55,7 @@ pub struct Staging {
 impl Staging {
     /// Hashes and keeps an object; returns its id.
     pub fn put(&mut self, kind: ObjectType, data: Vec<u8>) -> Result<Oid, git2::Error> {
-        let id = Oid::hash_object(kind, &data)?;
+        let id = object_id(kind, &data)?;
         if let std::collections::hash_map::Entry::Vacant(slot) = self.objects.entry(id) {
             slot.insert((kind, data.into()));
             self.order.push(id);
@@ -73,57 +96,70 @@ impl Staging {
         }
     }
 
-    /// Empties the area, handing back the trees (the ones the next change is likely to read).
-    pub fn take_trees(&mut self) -> Vec<(Oid, Arc<[u8]>)> {
+    /// Empties the area, handing back the trees and blobs (what later changes may read again:
+    /// the folders on their paths, a shard's index and tenant table, a tenant's files).
+    pub fn take_readable(&mut self) -> Vec<(Oid, ObjectType, Arc<[u8]>)> {
         self.order.clear();
         self.objects
             .drain()
-            .filter(|(_, (kind, _))| *kind == ObjectType::Tree)
-            .map(|(id, (_, data))| (id, data))
+            .filter(|(_, (kind, _))| *kind != ObjectType::Commit)
+            .map(|(id, (kind, data))| (id, kind, data))
             .collect()
     }
 }
 
-/// Raw trees read recently, so that the trees a change reads (the root, `tenants/`, `flux/`...) are
-/// not decompressed again for every change. Bounded by size: it is emptied when full.
-pub struct TreeCache {
-    trees: HashMap<Oid, Arc<[u8]>>,
-    bytes: usize,
+/// Raw trees and blobs read or written recently, so that what a change reads (the root,
+/// `tenants/`, `flux/`, a shard's index and tenant table...) is not decompressed again for every
+/// change. Bounded by size, in two generations: when the young one is full it becomes the old one
+/// and the former old one is dropped; a hit in the old one moves the object back to the young one.
+pub struct ObjectCache {
+    young: HashMap<Oid, (ObjectType, Arc<[u8]>)>,
+    old: HashMap<Oid, (ObjectType, Arc<[u8]>)>,
+    young_bytes: usize,
+    /// The most a generation holds.
     limit: usize,
 }
 
-impl TreeCache {
-    pub fn new(limit: usize) -> TreeCache {
-        TreeCache {
-            trees: HashMap::new(),
-            bytes: 0,
-            limit,
+impl ObjectCache {
+    /// A cache of at most about `limit` bytes.
+    pub fn new(limit: usize) -> ObjectCache {
+        ObjectCache {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            young_bytes: 0,
+            limit: limit / 2,
         }
     }
 
-    pub fn get(&self, id: Oid) -> Option<Arc<[u8]>> {
-        self.trees.get(&id).cloned()
+    pub fn get(&mut self, id: Oid) -> Option<(ObjectType, Arc<[u8]>)> {
+        if let Some(found) = self.young.get(&id) {
+            return Some(found.clone());
+        }
+        let (kind, data) = self.old.remove(&id)?;
+        self.insert(id, kind, data.clone());
+        Some((kind, data))
     }
 
-    pub fn insert(&mut self, id: Oid, data: Arc<[u8]>) {
+    pub fn insert(&mut self, id: Oid, kind: ObjectType, data: Arc<[u8]>) {
         if data.len() > self.limit {
             return;
         }
-        if self.bytes + data.len() > self.limit {
-            self.trees.clear();
-            self.bytes = 0;
+        if self.young_bytes + data.len() > self.limit {
+            self.old = std::mem::take(&mut self.young);
+            self.young_bytes = 0;
         }
-        if self.trees.insert(id, data.clone()).is_none() {
-            self.bytes += data.len();
+        let len = data.len();
+        if self.young.insert(id, (kind, data)).is_none() {
+            self.young_bytes += len;
         }
     }
 }
 
-/// Where objects are read from: the staging area, then the tree cache, then the repository.
+/// Where objects are read from: the staging area, then the object cache, then the repository.
 pub struct Objects<'a> {
     pub repo: &'a Repository,
     pub staged: &'a Staging,
-    pub cache: Option<&'a std::cell::RefCell<TreeCache>>,
+    pub cache: Option<&'a std::cell::RefCell<ObjectCache>>,
 }
 
 impl Objects<'_> {
@@ -132,17 +168,17 @@ impl Objects<'_> {
             return Ok(found);
         }
         if let Some(cache) = self.cache {
-            if let Some(data) = cache.borrow().get(id) {
-                return Ok((ObjectType::Tree, data));
+            if let Some(found) = cache.borrow_mut().get(id) {
+                return Ok(found);
             }
         }
         let odb = self.repo.odb()?;
         let object = odb.read(id)?;
         let kind = object.kind();
         let data: Arc<[u8]> = object.data().into();
-        if kind == ObjectType::Tree {
+        if kind != ObjectType::Commit {
             if let Some(cache) = self.cache {
-                cache.borrow_mut().insert(id, data.clone());
+                cache.borrow_mut().insert(id, kind, data.clone());
             }
         }
         Ok((kind, data))
@@ -361,7 +397,7 @@ fn write_node(
                 }
             }
             Change::Write(contents) => {
-                let id = Oid::hash_object(ObjectType::Blob, contents)?;
+                let id = object_id(ObjectType::Blob, contents)?;
                 let same = position
                     .is_some_and(|p| entries[p].id == id && entries[p].mode.as_ref() == FILE_MODE);
                 if same {
@@ -407,7 +443,7 @@ fn write_node(
         return Ok(None);
     }
     let raw = write_tree(&mut entries);
-    let id = Oid::hash_object(ObjectType::Tree, &raw)?;
+    let id = object_id(ObjectType::Tree, &raw)?;
     if Some(id) != existing {
         made.put(ObjectType::Tree, raw)?;
     }
@@ -547,6 +583,25 @@ mod tests {
             commit_object(tree, &[], &author, &committer, "subject\n\nbody\n"),
             &buffer[..]
         );
+    }
+
+    #[test]
+    fn object_ids_are_the_ones_git_gives() {
+        for (kind, data) in [
+            (ObjectType::Blob, &b""[..]),
+            (ObjectType::Blob, &b"hello\n"[..]),
+            (ObjectType::Tree, &b"100644 a\0aaaaaaaaaaaaaaaaaaaa"[..]),
+            (
+                ObjectType::Commit,
+                &b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nm"[..],
+            ),
+        ] {
+            assert_eq!(
+                object_id(kind, data).unwrap(),
+                Oid::hash_object(kind, data).unwrap()
+            );
+        }
+        assert!(object_id(ObjectType::Any, b"").is_err());
     }
 
     #[test]
