@@ -849,8 +849,6 @@ enum CustomerKey<'a> {
     Number(i64),
 }
 
-/// Appends `count` groups of `width` placeholders, numbered from `$first`, separated by commas
-/// (`$1, $2, $3` for width 1; `($1, $2), ($3, $4)` is built by the callers that need groups).
 /// Accounts found in place of the new ones a batch meant to create: (id meant, id found).
 #[derive(Default)]
 struct Owners {
@@ -975,6 +973,8 @@ async fn create_owners(
     Ok(owners)
 }
 
+/// Appends `count` groups of `width` placeholders, numbered from `$first`, separated by commas
+/// (`$1, $2, $3` for width 1; `($1, $2), ($3, $4)` is built by the callers that need groups).
 fn placeholders(sql: &mut String, first: usize, count: usize, width: usize) {
     for i in 0..count * width {
         if i > 0 {
