@@ -19,14 +19,19 @@ fn report(d: &Diagnostics) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn compile_dir(repo: &Path) -> Result<Result<(usize, Output), Diagnostics>> {
+/// The inputs of the working tree at `repo`; an error when it is not a repository root.
+fn read_inputs(repo: &Path) -> Result<Result<source::Inputs, Diagnostics>> {
     if !repo.join("templates").is_dir() {
         bail!(
             "{} has no templates/ folder: run from the repository root or pass --repo",
             repo.display()
         );
     }
-    let inputs = match source::from_dir(repo) {
+    Ok(source::from_dir(repo))
+}
+
+fn compile_dir(repo: &Path) -> Result<Result<(usize, Output), Diagnostics>> {
+    let inputs = match read_inputs(repo)? {
         Ok(i) => i,
         Err(d) => return Ok(Err(d)),
     };
@@ -93,13 +98,7 @@ pub fn build(repo: &Path, jobs: Option<usize>) -> Result<ExitCode> {
             .build_global()
             .ok();
     }
-    if !repo.join("templates").is_dir() {
-        bail!(
-            "{} has no templates/ folder: run from the repository root or pass --repo",
-            repo.display()
-        );
-    }
-    let inputs = match source::from_dir(repo) {
+    let inputs = match read_inputs(repo)? {
         Ok(i) => i,
         Err(d) => return Ok(report(&d)),
     };
