@@ -3,7 +3,7 @@
 //! but no longer generates is removed. With [`crate::source`], the library's only filesystem edge. File
 //! reads, comparisons and writes run in parallel: at 10,000 tenants the build is mostly system calls.
 
-use crate::{Changes, Output, GENERATED_ROOTS};
+use crate::{Changes, GENERATED_ROOTS};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -74,23 +74,6 @@ pub fn unchanged_on_disk(
 ) -> bool {
     existing.contains(path)
         && std::fs::read(repo.join(path)).is_ok_and(|old| old == contents.as_bytes())
-}
-
-/// Makes the generated roots of `repo` hold exactly `output`. `progress` is called once per file written,
-/// from any thread.
-pub fn write(repo: &Path, output: &Output, progress: impl Fn() + Sync) -> io::Result<WriteStats> {
-    let existing = generated_paths(repo)?;
-    let files: BTreeMap<String, String> = output
-        .files
-        .par_iter()
-        .filter(|(path, contents)| !unchanged_on_disk(repo, &existing, path, contents))
-        .map(|(path, contents)| (path.clone(), contents.clone()))
-        .collect();
-    let changes = Changes {
-        files,
-        paths: output.files.keys().cloned().collect(),
-    };
-    write_changes(repo, &changes, &existing, progress)
 }
 
 /// Makes the generated roots of `repo` hold exactly the files of `changes`: writes `changes.files` and
