@@ -357,21 +357,7 @@ impl Store {
             let mut insert = String::from(
                 "INSERT INTO idempotency_keys (actor, idem_key, request_hash, status, body, created_at) VALUES ",
             );
-            for i in 0..keyed.len() {
-                if i > 0 {
-                    insert.push_str(", ");
-                }
-                let n = i * 6;
-                insert.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6
-                ));
-            }
+            placeholder_rows(&mut insert, keyed.len(), 6);
             let mut query = sqlx::query(&insert);
             for (idem, at) in &keyed {
                 query = query
@@ -892,21 +878,7 @@ async fn create_owners(
     let mut insert = String::from(
         "INSERT INTO customers (id, email, telegram_id, display_name, created_at, session_epoch) VALUES ",
     );
-    for i in 0..new.len() {
-        if i > 0 {
-            insert.push_str(", ");
-        }
-        let n = i * 6;
-        insert.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5,
-            n + 6
-        ));
-    }
+    placeholder_rows(&mut insert, new.len(), 6);
     insert.push_str(" ON CONFLICT DO NOTHING");
     let mut query = sqlx::query(&insert);
     for customer in &new {
@@ -974,13 +946,26 @@ async fn create_owners(
 }
 
 /// Appends `count` groups of `width` placeholders, numbered from `$first`, separated by commas
-/// (`$1, $2, $3` for width 1; `($1, $2), ($3, $4)` is built by the callers that need groups).
+/// (`$1, $2, $3` for width 1; [`placeholder_rows`] writes parenthesised groups).
 fn placeholders(sql: &mut String, first: usize, count: usize, width: usize) {
     for i in 0..count * width {
         if i > 0 {
             sql.push_str(", ");
         }
         sql.push_str(&format!("${}", first + i));
+    }
+}
+
+/// Appends `count` parenthesised rows of `width` placeholders numbered from `$1`, separated by commas:
+/// `($1, $2), ($3, $4)` for two rows of two, the VALUES list of a multi-row INSERT.
+fn placeholder_rows(sql: &mut String, count: usize, width: usize) {
+    for row in 0..count {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        placeholders(sql, 1 + row * width, 1, width);
+        sql.push(')');
     }
 }
 
