@@ -109,16 +109,7 @@ async fn no_secret_reaches_a_log_line_or_a_response() {
     );
     // Let the shipper fail against the api at least once, then shut down with events undelivered.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    bodies.push(
-        h.client
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    bodies.push(h.metrics().await);
     let Harness { proxy, .. } = h;
     proxy.shutdown().await.unwrap();
 

@@ -348,18 +348,7 @@ async fn an_upstream_silent_longer_than_the_read_timeout_is_cut_and_recorded_as_
     let started = std::time::Instant::now();
     let r = h.openai(ACME_TOKEN, chat("stall", true)).await;
     assert_eq!(r.status(), 200);
-    let mut s = r.bytes_stream();
-    let mut got = Vec::new();
-    let mut failed = false;
-    while let Some(c) = s.next().await {
-        match c {
-            Ok(c) => got.extend_from_slice(&c),
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-    }
+    let (got, failed) = read_until_break(r).await;
     assert!(
         failed,
         "the client must see the stream break, not a clean end"
@@ -374,15 +363,7 @@ async fn an_upstream_silent_longer_than_the_read_timeout_is_cut_and_recorded_as_
     let stalled: Vec<&Value> = events.iter().filter(|e| e["partial"] == true).collect();
     assert_eq!(stalled.len(), 1, "{events:?}");
     assert_eq!(stalled[0]["status"], 200);
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics
             .contains("proxy_upstream_errors_total{kind=\"timeout\",route=\"chat_completions\"} 1"),
@@ -447,18 +428,7 @@ async fn an_upstream_stream_that_stops_midway_is_recorded_as_partial() {
     let h = Harness::start().await;
     let r = h.anthropic(ACME_TOKEN, message("cut", true)).await;
     assert_eq!(r.status(), 200);
-    let mut s = r.bytes_stream();
-    let mut got = Vec::new();
-    let mut failed = false;
-    while let Some(c) = s.next().await {
-        match c {
-            Ok(c) => got.extend_from_slice(&c),
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-    }
+    let (got, failed) = read_until_break(r).await;
     assert!(
         failed,
         "the client must see the stream break, not a clean end"
@@ -624,15 +594,7 @@ async fn a_table_reload_during_traffic_drops_nothing() {
     )
     .unwrap();
     eventually("the invalid table was rejected", || async {
-        let m = h
-            .client
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = h.metrics().await;
         m.contains("proxy_tenant_table_reloads_total{result=\"error\"} 1")
     })
     .await;
@@ -640,15 +602,7 @@ async fn a_table_reload_during_traffic_drops_nothing() {
         h.openai(ACME_TOKEN, chat("kimi-k2", false)).await.status(),
         200
     );
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("proxy_tenant_table_reloads_total{result=\"error\"}"),
         "{metrics}"
@@ -710,15 +664,7 @@ async fn requests_per_minute_answer_429_with_headers_in_the_callers_style() {
         r.json::<Value>().await.unwrap()["error"]["type"],
         "rate_limit_error"
     );
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("proxy_limit_rejections_total{reason=\"requests_per_minute\"} 2"),
         "{metrics}"
@@ -935,15 +881,7 @@ async fn models_health_readiness_and_metrics() {
         .bytes()
         .await
         .unwrap();
-    let m = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = h.metrics().await;
     for needle in [
         "proxy_requests_total{route=\"chat_completions\",status=\"200\"} 1",
         "proxy_tokens_total{kind=\"input\",model=\"kimi-k2\",tenant=\"acme\"} 11",

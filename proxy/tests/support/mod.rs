@@ -642,6 +642,18 @@ batch_size = 100
         }
     }
 
+    /// The proxy's Prometheus metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -672,6 +684,20 @@ batch_size = 100
             .await
             .unwrap()
     }
+}
+
+/// Reads a streamed response body until it ends or breaks: the bytes received, and whether it broke
+/// (an error) rather than ending cleanly.
+pub async fn read_until_break(r: reqwest::Response) -> (Vec<u8>, bool) {
+    let mut s = r.bytes_stream();
+    let mut got = Vec::new();
+    while let Some(c) = s.next().await {
+        match c {
+            Ok(c) => got.extend_from_slice(&c),
+            Err(_) => return (got, true),
+        }
+    }
+    (got, false)
 }
 
 pub fn chat(model: &str, stream: bool) -> Value {
