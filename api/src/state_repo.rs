@@ -97,6 +97,12 @@ pub struct StateRepo {
 /// How many packs of one size class are rolled into one of the next.
 const ROLLUP_FAN_IN: usize = 8;
 
+/// How long the packs a rollup replaced stay on disk beside the pack that replaces them. A reader
+/// (libgit2, git) that misses an object lists the pack folder again; a listing is not atomic, so
+/// one made while the new pack appears and the old ones go could see neither. Removing the old
+/// packs long after the new one appeared means every listing sees one of them.
+const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Keeps the number of pack files small. Every batch adds a pack (to the clone and, for a remote
 /// on this machine, to the remote), and libgit2 and git look through every pack for an object, so
 /// without this the cost of a change would grow with the number of changes made.
@@ -113,10 +119,9 @@ struct Maintenance {
     /// Pushed packs of this process by size class (class n holds about FAN_IN^n batches).
     classes: Vec<Vec<PackName>>,
     /// A rollup in progress: the class its result belongs to, and the thread making it.
-    rollup: Option<(
-        usize,
-        std::thread::JoinHandle<std::io::Result<Option<PackName>>>,
-    )>,
+    rollup: Option<(usize, std::thread::JoinHandle<std::io::Result<RolledUp>>)>,
+    /// Packs a rollup replaced, with when: removed once [`RETIRE_AFTER`] has passed.
+    retired: std::collections::VecDeque<(std::time::Instant, Vec<PackName>)>,
     /// A `git repack` in progress.
     repack: Option<std::process::Child>,
     /// Packs written since the last `git repack` started.
@@ -404,6 +409,7 @@ impl StateRepo {
                 _ => {
                     m.repack = None;
                     m.classes.clear();
+                    m.retired.clear();
                 }
             }
         }
@@ -413,13 +419,18 @@ impl StateRepo {
                 return;
             }
             match rollup.join() {
-                Ok(Ok(Some(name))) => {
-                    while m.classes.len() <= class {
-                        m.classes.push(Vec::new());
+                Ok(Ok(rolled)) => {
+                    if let Some(name) = rolled.merged {
+                        while m.classes.len() <= class {
+                            m.classes.push(Vec::new());
+                        }
+                        m.classes[class].push(name);
                     }
-                    m.classes[class].push(name);
+                    if !rolled.replaced.is_empty() {
+                        m.retired
+                            .push_back((std::time::Instant::now(), rolled.replaced));
+                    }
                 }
-                Ok(Ok(None)) => {}
                 // The inputs stay as they are; the next idle `git repack` takes them.
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot roll packs up"),
                 Err(_) => tracing::warn!("rolling packs up panicked"),
@@ -429,11 +440,23 @@ impl StateRepo {
             return;
         };
         let inputs: Vec<PackName> = m.classes[class].drain(..ROLLUP_FAN_IN).collect();
+        let due = m.due_for_removal();
         let clone = self.config.local_path.join("objects/pack");
         let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
         let spawned = std::thread::Builder::new()
             .name("pack-rollup".into())
-            .spawn(move || roll_up(&clone, remote.as_deref(), &inputs));
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let result = remove_packs(&clone, remote.as_deref(), &due)
+                    .and_then(|()| roll_up(&clone, remote.as_deref(), &inputs));
+                tracing::debug!(
+                    class,
+                    packs = inputs.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "packs rolled up"
+                );
+                result
+            });
         match spawned {
             Ok(handle) => m.rollup = Some((class + 1, handle)),
             Err(e) => tracing::warn!(error = %e, "cannot start rolling packs up"),
@@ -486,7 +509,23 @@ impl StateRepo {
             let _ = child.wait();
         }
         if let Some((_, rollup)) = self.maintenance.rollup.take() {
-            let _ = rollup.join();
+            if let Ok(Ok(rolled)) = rollup.join() {
+                self.maintenance
+                    .retired
+                    .push_back((std::time::Instant::now(), rolled.replaced));
+            }
+        }
+        // Nothing reads any more: whatever was replaced goes now (or the next `git repack` takes it).
+        let replaced: Vec<PackName> = self
+            .maintenance
+            .retired
+            .drain(..)
+            .flat_map(|(_, packs)| packs)
+            .collect();
+        let clone = self.config.local_path.join("objects/pack");
+        let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
+        if let Err(e) = remove_packs(&clone, remote.as_deref(), &replaced) {
+            tracing::warn!(error = %e, "cannot remove rolled-up packs");
         }
     }
 
@@ -560,24 +599,53 @@ impl StateRepo {
 /// Rolls the packs `inputs` of the clone's pack folder into one, puts it into the remote's pack
 /// folder too (a remote on this machine, which holds the same packs), then removes the inputs
 /// from both. The new pack is flushed in both folders before any input goes.
-fn roll_up(
-    clone: &Path,
-    remote: Option<&Path>,
-    inputs: &[PackName],
-) -> std::io::Result<Option<PackName>> {
+/// What a rollup made: the merged pack (none when no input was left), and the inputs it replaces,
+/// which stay on disk for [`RETIRE_AFTER`].
+struct RolledUp {
+    merged: Option<PackName>,
+    replaced: Vec<PackName>,
+}
+
+fn roll_up(clone: &Path, remote: Option<&Path>, inputs: &[PackName]) -> std::io::Result<RolledUp> {
     let Some(merged) = pack::merge(clone, inputs)? else {
-        return Ok(None);
+        return Ok(RolledUp {
+            merged: None,
+            replaced: Vec::new(),
+        });
     };
     if let Some(remote) = remote {
         pack::link(clone, std::slice::from_ref(&merged), remote)?;
     }
-    for input in inputs.iter().filter(|i| **i != merged) {
-        pack::remove(clone, input)?;
+    let replaced = inputs.iter().filter(|i| **i != merged).cloned().collect();
+    Ok(RolledUp {
+        merged: Some(merged),
+        replaced,
+    })
+}
+
+/// Removes packs from the clone and from a remote on this machine; absent files are fine.
+fn remove_packs(clone: &Path, remote: Option<&Path>, packs: &[PackName]) -> std::io::Result<()> {
+    for pack in packs {
+        pack::remove(clone, pack)?;
         if let Some(remote) = remote {
-            pack::remove(remote, input)?;
+            pack::remove(remote, pack)?;
         }
     }
-    Ok(Some(merged))
+    Ok(())
+}
+
+impl Maintenance {
+    /// Takes the replaced packs whose time on disk is over.
+    fn due_for_removal(&mut self) -> Vec<PackName> {
+        let mut due = Vec::new();
+        while let Some((since, _)) = self.retired.front() {
+            if since.elapsed() < RETIRE_AFTER {
+                break;
+            }
+            due.extend(self.retired.pop_front().expect("front exists").1);
+        }
+        due
+    }
 }
 
 /// Writes a root commit holding exactly `files` into the bare repository at `path` (one pack)
@@ -838,6 +906,69 @@ mod tests {
         assert!(matches!(state.push(commit), Err(PushError::Rejected)));
         let new_tip = state.fetch().unwrap().unwrap();
         assert_ne!(new_tip, tip);
+    }
+
+    #[test]
+    fn rolled_up_packs_stay_beside_the_merged_one_until_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = seeded_remote(dir.path());
+        let mut state = StateRepo::open_or_clone(&config(dir.path(), &remote)).unwrap();
+        let clone = dir.path().join("clone.git");
+        let packs = |repo: &Path| {
+            std::fs::read_dir(repo.join("objects/pack"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "pack")
+                })
+                .count()
+        };
+        let (clone_before, remote_before) = (packs(&clone), packs(&remote));
+        let sig = Signature::now("api", "api@example.com").unwrap();
+        let mut tip = state.remote_tip().unwrap();
+        for i in 0..ROLLUP_FAN_IN {
+            let base = state.snapshot(tip).unwrap().root;
+            let edit = Edit::Write {
+                path: format!("f{i}"),
+                contents: vec![b'a' + i as u8],
+            };
+            let tree = state.edit_tree(base, &[edit]).unwrap();
+            tip = state.commit(tip, tree, &sig, &sig, "change").unwrap();
+            state.persist().unwrap();
+            state.push(tip).unwrap();
+            state.maintain();
+        }
+        while state
+            .maintenance
+            .rollup
+            .as_ref()
+            .is_some_and(|(_, rollup)| !rollup.is_finished())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        state.maintain();
+        assert_eq!(
+            packs(&clone),
+            clone_before + ROLLUP_FAN_IN + 1,
+            "the replaced packs are still there beside the merged one"
+        );
+        assert_eq!(state.maintenance.retired.len(), 1);
+        state.finish_maintenance();
+        assert_eq!(packs(&clone), clone_before + 1);
+        assert_eq!(packs(&remote), remote_before + 1);
+        // Every commit reads from the merged pack alone, in both repositories.
+        for repo in [&clone, &remote] {
+            let repo = Repository::open_bare(repo).unwrap();
+            let mut walk = repo.revwalk().unwrap();
+            walk.push(tip).unwrap();
+            let commits: Vec<Oid> = walk.map(|c| c.unwrap()).collect();
+            assert_eq!(commits.len(), ROLLUP_FAN_IN + 1);
+            let head = repo.find_commit(tip).unwrap().tree().unwrap();
+            assert!(head.get_name(&format!("f{}", ROLLUP_FAN_IN - 1)).is_some());
+        }
     }
 
     #[test]
