@@ -14,7 +14,9 @@
 //!
 //! Run: `cargo bench -p api --bench provision -- --tenants 10000 --clients 16 --requests 2000 --rate 200 --open-requests 2000 --backend sqlite`
 //! (`--backend postgres` uses `BENCH_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test,
-//! and creates a fresh database). Results go to stdout as one Markdown table row per measurement.
+//! and creates a fresh database). `--rounds K` runs the open loop K times on the same seeded repo
+//! (fresh tenants each round). `RUST_LOG=api::writer=debug` logs every batch's timings to stderr.
+//! Results go to stdout as one Markdown table row per measurement.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ struct Args {
     backend: String,
     rate: f64,
     open_requests: usize,
+    /// How many times the open loop runs (new tenants each time) on the same seeded repo.
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -50,6 +54,7 @@ fn args() -> Args {
         backend: "sqlite".into(),
         rate: 0.0,
         open_requests: 0,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +67,7 @@ fn args() -> Args {
             "--backend" => args.backend = value(),
             "--rate" => args.rate = value().parse().expect("--rate PER_SECOND"),
             "--open-requests" => args.open_requests = value().parse().expect("--open-requests N"),
+            "--rounds" => args.rounds = value().parse().expect("--rounds N"),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -95,6 +101,13 @@ fn summary(mut latencies: Vec<Duration>) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // RUST_LOG=api::writer=debug shows each batch's apply, record and push times on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = args();
     let dir = tempfile::tempdir().unwrap();
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -192,7 +205,9 @@ async fn main() {
         } else {
             (args.rate * 10.0) as usize
         };
-        open_loop(&args, requests, &http, &base, &admin_token).await;
+        for round in 0..args.rounds {
+            open_loop(&args, round, requests, &http, &base, &admin_token).await;
+        }
     }
     running.shutdown().await.unwrap();
     drop_database(&args.backend, &database_url).await;
@@ -221,7 +236,14 @@ async fn provision_once(http: &reqwest::Client, base: &str, token: &str, body: &
 }
 
 /// Offers `requests` provisions at `args.rate` per second, at most `args.clients` in flight.
-async fn open_loop(args: &Args, requests: usize, http: &reqwest::Client, base: &str, token: &str) {
+async fn open_loop(
+    args: &Args,
+    round: usize,
+    requests: usize,
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(args.clients));
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -235,7 +257,7 @@ async fn open_loop(args: &Args, requests: usize, http: &reqwest::Client, base: &
             held_back += 1;
         }
         let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
-        let body = provision_body("open", 50_000 + i);
+        let body = provision_body(&format!("open{round}"), 50_000 + i);
         tasks.push(tokio::spawn(async move {
             provision_once(&http, &base, &token, &body).await;
             drop(slot);

@@ -215,11 +215,17 @@ impl Store {
     pub async fn record_batch(
         &self,
         batch: &[Recorded],
+        pushed: &[i64],
+        pushed_at: i64,
     ) -> Result<Vec<Option<TenantRow>>, StoreError> {
         if batch.is_empty() {
+            self.mark_state(pushed, "pushed", pushed_at).await?;
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
+        // Rows of earlier batches whose commits reached the remote since: marked in this
+        // transaction rather than in one (and one flush) of their own.
+        set_state(&mut tx, pushed, "pushed", pushed_at).await?;
         let owners = create_owners(&mut tx, batch).await?;
         let mut insert = String::from(
             "INSERT INTO outbox (seq, tenant, action, request_id, change_json, commit_id, state, created_at) VALUES ",
@@ -463,17 +469,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for chunk in seqs.chunks(1000) {
-            let mut update =
-                String::from("UPDATE outbox SET state = $1, pushed_at = $2 WHERE seq IN (");
-            placeholders(&mut update, 3, chunk.len(), 1);
-            update.push(')');
-            let mut query = sqlx::query(&update).bind(state).bind(at);
-            for seq in chunk {
-                query = query.bind(*seq);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        set_state(&mut tx, seqs, state, at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -507,6 +503,27 @@ impl Store {
         .await?;
         Ok((row.try_get::<i64, _>("p")?, row.try_get::<i64, _>("d")?))
     }
+}
+
+/// Moves outbox rows `seqs` to `state` inside `tx`.
+async fn set_state(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    seqs: &[i64],
+    state: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    for chunk in seqs.chunks(1000) {
+        let mut update =
+            String::from("UPDATE outbox SET state = $1, pushed_at = $2 WHERE seq IN (");
+        placeholders(&mut update, 3, chunk.len(), 1);
+        update.push(')');
+        let mut query = sqlx::query(&update).bind(state).bind(at);
+        for seq in chunk {
+            query = query.bind(*seq);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// A customer account.
@@ -1013,7 +1030,7 @@ mod tests {
         assert_eq!(store.next_seq().await.unwrap(), 1);
         let upsert = || IndexEffect::Upsert { owner_id: None };
         store
-            .record_batch(&[change(1, "acme", upsert(), None)])
+            .record_batch(&[change(1, "acme", upsert(), None)], &[], 0)
             .await
             .unwrap();
         let row = store.tenant("acme").await.unwrap().unwrap();
@@ -1028,7 +1045,7 @@ mod tests {
 
         let second = change(2, "acme", IndexEffect::Remove, Some(row.clone()));
         store
-            .record_batch(std::slice::from_ref(&second))
+            .record_batch(std::slice::from_ref(&second), &[], 0)
             .await
             .unwrap();
         assert!(store.tenant("acme").await.unwrap().is_none());
@@ -1043,6 +1060,29 @@ mod tests {
         store.mark_state(&[1], "pushed", 5000).await.unwrap();
         assert_eq!(store.outbox_counts().await.unwrap(), (0, 1));
         assert_eq!(store.next_seq().await.unwrap(), 2);
+
+        // A batch carries the marks of earlier pushed rows in its own transaction.
+        store
+            .record_batch(&[change(3, "globex", upsert(), None)], &[], 0)
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_counts().await.unwrap(), (1, 1));
+        store
+            .record_batch(&[change(4, "initech", upsert(), None)], &[3], 6000)
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_counts().await.unwrap(), (1, 2));
+        let pending: Vec<i64> = store
+            .pending()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(pending, [4]);
+        // With no batch, the marks still land.
+        store.record_batch(&[], &[4], 7000).await.unwrap();
+        assert_eq!(store.outbox_counts().await.unwrap(), (0, 3));
     }
 
     #[tokio::test]
@@ -1077,11 +1117,15 @@ mod tests {
         store.insert_customer(&signed_in).await.unwrap();
         let bob = Customer::new(Some("bob@example.com".into()), Some(8), "Bob".into(), 1);
         store
-            .record_batch(&[
-                provision(1, "acme", &ada),
-                provision(2, "globex", &twin),
-                provision(3, "initech", &bob),
-            ])
+            .record_batch(
+                &[
+                    provision(1, "acme", &ada),
+                    provision(2, "globex", &twin),
+                    provision(3, "initech", &bob),
+                ],
+                &[],
+                0,
+            )
             .await
             .unwrap();
         let owner = |name: &'static str| {

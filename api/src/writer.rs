@@ -179,6 +179,9 @@ pub struct Writer {
     /// The local branch: the remote tip plus the pending commits.
     tip: Oid,
     pending: Vec<Pending>,
+    /// Outbox rows whose commits are on the remote but still marked pending in the database: they
+    /// are marked in the next batch's transaction, or at once when no change is waiting.
+    unmarked: Vec<i64>,
     /// Outbox rows could not be checked against the remote yet (it was unreachable at start).
     recovering: bool,
     remote_ok: Arc<AtomicBool>,
@@ -206,6 +209,7 @@ pub fn spawn(
         next_seq,
         tip,
         pending: Vec::new(),
+        unmarked: Vec::new(),
         recovering: true,
         remote_ok: remote_ok.clone(),
     };
@@ -225,17 +229,18 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let interval = Duration::from_secs(self.config.fetch_interval_seconds.max(1));
         loop {
-            match rx.recv_timeout(interval) {
-                Ok(first) => {
-                    let mut jobs = vec![first];
-                    while jobs.len() < self.config.max_batch {
-                        match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
-                            Err(_) => break,
-                        }
+            if !self.unmarked.is_empty() {
+                match rx.try_recv() {
+                    Ok(first) => {
+                        self.take_batch(first, &rx);
+                        continue;
                     }
-                    self.process(jobs);
+                    Err(mpsc::TryRecvError::Empty) => self.mark_pushed(),
+                    Err(mpsc::TryRecvError::Disconnected) => break,
                 }
+            }
+            match rx.recv_timeout(interval) {
+                Ok(first) => self.take_batch(first, &rx),
                 Err(RecvTimeoutError::Timeout) => self.tick(),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -243,8 +248,36 @@ impl Writer {
         if !self.pending.is_empty() {
             self.flush();
         }
+        self.mark_pushed();
         self.repo.finish_maintenance();
         tracing::info!(pending = self.pending.len(), "state repo writer stopped");
+    }
+
+    /// Takes `first` and whatever else waits (up to `repo.max_batch`) and applies them.
+    fn take_batch(&mut self, first: Job, rx: &mpsc::Receiver<Job>) {
+        let mut jobs = vec![first];
+        while jobs.len() < self.config.max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        self.process(jobs);
+    }
+
+    /// Marks the rows of pushed commits in the database (when no batch is there to carry them).
+    fn mark_pushed(&mut self) {
+        if self.unmarked.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut self.unmarked);
+        if let Err(e) = self
+            .runtime
+            .block_on(self.store.mark_state(&seqs, "pushed", now_ms()))
+        {
+            // The commits are on the remote; the next start finds them there and marks them.
+            tracing::warn!(error = %e, "cannot mark outbox rows as pushed");
+        }
     }
 
     /// Idle work: retry pending pushes, or pick up what others pushed.
@@ -508,14 +541,22 @@ impl Writer {
             .collect();
         let store = self.store.clone();
         let recorded = Instant::now();
-        let recording = self
-            .runtime
-            .spawn(async move { store.record_batch(&records).await });
+        let marks = std::mem::take(&mut self.unmarked);
+        let recording = self.runtime.spawn(async move {
+            let result = store.record_batch(&records, &marks, now_ms()).await;
+            (result, marks)
+        });
         let persisted = self.repo.persist();
-        let result = self
-            .runtime
-            .block_on(recording)
-            .unwrap_or(Err(StoreError::Sqlx(sqlx::Error::WorkerCrashed)));
+        let result = match self.runtime.block_on(recording) {
+            Ok((result, marks)) => {
+                if result.is_err() {
+                    // Not marked: carried to the next transaction.
+                    self.unmarked.extend(marks);
+                }
+                result
+            }
+            Err(_) => Err(StoreError::Sqlx(sqlx::Error::WorkerCrashed)),
+        };
         metrics::histogram!("api_record_seconds").record(recorded.elapsed().as_secs_f64());
         tracing::debug!(
             changes = fresh.len(),
@@ -628,22 +669,17 @@ impl Writer {
         self.unreachable("the remote branch kept moving; giving up after the configured retries");
     }
 
+    /// The pending commits are on the remote: answers their callers first, then leaves their
+    /// outbox rows to be marked (see [`Writer::unmarked`]) and lets pack maintenance run.
     fn pushed(&mut self) {
-        self.repo.maintain();
-        let seqs: Vec<i64> = self.pending.iter().map(|p| p.seq).collect();
-        if let Err(e) = self
-            .runtime
-            .block_on(self.store.mark_state(&seqs, "pushed", now_ms()))
-        {
-            // The commits are on the remote; the next start finds them there and marks them.
-            tracing::warn!(error = %e, "cannot mark outbox rows as pushed");
-        }
         for p in std::mem::take(&mut self.pending) {
             if let Some(w) = p.waiting {
                 let response = self.response(&p.change, p.commit, true, false);
                 let _ = w.reply.send(Ok(response));
             }
+            self.unmarked.push(p.seq);
         }
+        self.repo.maintain();
     }
 
     /// Re-applies every pending change on the freshly fetched remote tip.

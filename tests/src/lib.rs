@@ -487,6 +487,20 @@ impl Platform {
     }
 }
 
+/// The outbox's (pending, pushed) row counts once every pushed commit's row is marked: the
+/// writer marks rows after it answers, in its next transaction, so a count read right after an
+/// answer can still see them pending. Waits at most 10 s for no row to be pending.
+pub async fn settled_outbox(store: &api::store::Store) -> (i64, i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let counts = store.outbox_counts().await.unwrap();
+        if counts.0 == 0 || std::time::Instant::now() > deadline {
+            return counts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Every object id in the repository whose content contains `needle` (all blobs, trees, commits
 /// of all history, reachable or not).
 pub fn objects_containing(repo: &Repository, needle: &str) -> Vec<Oid> {

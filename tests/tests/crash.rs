@@ -214,7 +214,7 @@ sha256 = "{hash}"
         "git and the database agree after the restart"
     );
     assert_eq!(
-        store.outbox_counts().await.unwrap().0,
+        e2e::settled_outbox(&store).await.0,
         0,
         "nothing left pending"
     );

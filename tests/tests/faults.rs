@@ -18,7 +18,7 @@ async fn bad_inputs(backend: Backend) {
     let store = p.store().await;
     let before = (
         store.tenant_count().await.unwrap(),
-        store.outbox_counts().await.unwrap(),
+        e2e::settled_outbox(&store).await,
     );
 
     let rejected_token = e2e::bot_token(99); // well-formed, but the stand-in does not accept it
@@ -278,7 +278,7 @@ async fn bad_inputs(backend: Backend) {
     assert_eq!(p.head(), head, "nothing was committed");
     let after = (
         store.tenant_count().await.unwrap(),
-        store.outbox_counts().await.unwrap(),
+        e2e::settled_outbox(&store).await,
     );
     assert_eq!(after, before, "nothing was written to the database");
     p.finish().await;
@@ -341,7 +341,7 @@ async fn unreachable_remote_fails_fast_and_writes_nothing() {
         store.tenant("globex").await.unwrap().is_none(),
         "nothing in the database"
     );
-    assert_eq!(store.outbox_counts().await.unwrap(), (0, 1));
+    assert_eq!(e2e::settled_outbox(&store).await, (0, 1));
 
     std::fs::rename(&moved, p.remote_path()).unwrap();
     assert_eq!(p.head(), head, "nothing in git");

@@ -277,7 +277,7 @@ async fn lifecycle(backend: Backend) {
         rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         ["globex"]
     );
-    assert_eq!(store.outbox_counts().await.unwrap(), (0, 8));
+    assert_eq!(e2e::settled_outbox(&store).await, (0, 8));
 
     // No plaintext token anywhere in either repository, reachable or not.
     let secrets = [
