@@ -89,7 +89,9 @@ pub fn compile_changes(
     unchanged: &(dyn Fn(&str, &str) -> bool + Sync),
 ) -> Result<Changes, Diagnostics> {
     let valid = validate::tenants(platform, tenants)?;
-    let (files, paths) = compile_filtered(platform, templates, &valid, Some(unchanged))?;
+    let (files, mut paths) = compile_filtered(platform, templates, &valid, Some(unchanged))?;
+    // Sorted in parallel first, so that building the set is a single pass.
+    paths.par_sort_unstable();
     Ok(Changes {
         files,
         paths: paths.into_iter().collect(),
@@ -98,98 +100,130 @@ pub fn compile_changes(
 
 type Filter<'a> = Option<&'a (dyn Fn(&str, &str) -> bool + Sync)>;
 
+/// What one shard folder's share of a build came to: see [`compile_filtered`].
+#[derive(Default)]
+struct ShardOutput {
+    /// The files kept (all of them without a filter).
+    files: Vec<(String, String)>,
+    /// With a filter, the path of every file rendered, kept or not.
+    paths: Vec<String>,
+    /// Whether the shard holds any tenant (and so has an output folder).
+    occupied: bool,
+    /// Problems with the shard's tenants.
+    problems: Diagnostics,
+    /// A problem rendering the shard's part of the tenant table; only reported when no tenant has one.
+    table_problem: Option<Diagnostic>,
+}
+
 /// Renders everything; with `unchanged`, leaves out the files it accepts and also returns every path.
+///
+/// The work is split by shard: each shard's tenants, its index and its tenant-table shard are rendered (and
+/// filtered) on one thread, so that what remains serial is gathering the shards' files.
 fn compile_filtered(
     platform: &Platform,
     templates: &Templates,
     tenants: &[Tenant],
     unchanged: Filter<'_>,
 ) -> Result<(BTreeMap<String, String>, Vec<String>), Diagnostics> {
-    // Each tenant's files are filtered on the thread that rendered them.
-    let keep = |files: Vec<(String, String)>, paths: &mut Vec<String>| match unchanged {
-        None => files,
-        Some(unchanged) => files
-            .into_iter()
-            .filter(|(path, contents)| {
-                paths.push(path.clone());
-                !unchanged(path, contents)
-            })
-            .collect(),
+    let keep = |files: Vec<(String, String)>, out: &mut ShardOutput| match unchanged {
+        None => out.files.extend(files),
+        Some(unchanged) => {
+            for (path, contents) in files {
+                let same = unchanged(&path, &contents);
+                out.paths.push(path.clone());
+                if !same {
+                    out.files.push((path, contents));
+                }
+            }
+        }
     };
-    type Rendered = (
-        String,
-        Vec<(String, String)>,
-        Vec<String>,
-        tenant_table::TableEntry,
-    );
-    let rendered: Vec<Result<Rendered, Diagnostics>> = tenants
+    // Tenants keep their order (by name) within each shard.
+    let shard_numbers: Vec<usize> = tenants
         .par_iter()
-        .map(|t| {
-            render::render_tenant(platform, templates, t).map(|t| {
-                let mut paths = Vec::new();
-                let files = keep(t.files, &mut paths);
-                (t.name, files, paths, t.table_entry)
-            })
+        .map(|t| layout::shard_number(t.spec.name().as_str()) as usize)
+        .collect();
+    let mut by_shard: Vec<Vec<&Tenant>> = vec![Vec::new(); layout::SHARDS as usize];
+    for (tenant, shard) in tenants.iter().zip(shard_numbers) {
+        by_shard[shard].push(tenant);
+    }
+    let shards: Vec<ShardOutput> = by_shard
+        .into_par_iter()
+        .enumerate()
+        .map(|(shard, tenants)| {
+            let mut out = ShardOutput {
+                occupied: !tenants.is_empty(),
+                ..ShardOutput::default()
+            };
+            let mut entries = Vec::with_capacity(tenants.len());
+            let mut names = Vec::with_capacity(tenants.len());
+            for tenant in tenants {
+                match render::render_tenant(platform, templates, tenant) {
+                    Ok(rendered) => {
+                        keep(rendered.files, &mut out);
+                        entries.push(rendered.table_entry);
+                        names.push(rendered.name);
+                    }
+                    Err(d) => out.problems.extend(d),
+                }
+            }
+            if !out.problems.is_empty() {
+                // The build fails: the shard's own files would not be used.
+                return out;
+            }
+            let shard = shard as u32;
+            let mut shared = Vec::with_capacity(2);
+            // Only shards that hold tenants get an output folder; the index lists those.
+            if out.occupied {
+                shared.push((
+                    layout::shard_index_path(&layout::shard_name(shard)),
+                    render::render_shard_index(names.iter().map(String::as_str)),
+                ));
+            }
+            match render::render_table_shard(platform, templates, shard, entries) {
+                Ok(text) => shared.push((tenant_table::shard_path(shard), text)),
+                Err(d) => out.table_problem = Some(d),
+            }
+            keep(shared, &mut out);
+            out
         })
         .collect();
     let mut problems = Diagnostics::new();
-    let mut files = BTreeMap::new();
-    let mut all_paths = Vec::new();
-    let shards = layout::SHARDS as usize;
-    let mut table: Vec<Vec<tenant_table::TableEntry>> = vec![Vec::new(); shards];
-    let mut names: Vec<Vec<String>> = vec![Vec::new(); shards];
-    for r in rendered {
-        match r {
-            Ok((name, tenant_files, paths, table_entry)) => {
-                let shard = layout::shard_number(&name) as usize;
-                table[shard].push(table_entry);
-                files.extend(tenant_files);
-                all_paths.extend(paths);
-                names[shard].push(name);
-            }
-            Err(d) => problems.extend(d),
-        }
-    }
-    std::mem::take(&mut problems).into_result(())?;
-    let mut shared: Vec<(String, String)> = Vec::new();
-    // Only shards that hold tenants get an output folder; the index lists those.
+    let mut table_problems = Diagnostics::new();
     let mut occupied = Vec::new();
-    for (shard, names) in names.iter().enumerate() {
-        if names.is_empty() {
-            continue;
+    let mut all = ShardOutput {
+        files: Vec::with_capacity(shards.iter().map(|s| s.files.len()).sum::<usize>() + 2),
+        paths: Vec::with_capacity(shards.iter().map(|s| s.paths.len()).sum::<usize>() + 2),
+        ..ShardOutput::default()
+    };
+    for (shard, out) in shards.into_iter().enumerate() {
+        problems.extend(out.problems);
+        if let Some(d) = out.table_problem {
+            table_problems.push(d);
         }
-        let shard = layout::shard_name(shard as u32);
-        shared.push((
-            layout::shard_index_path(&shard),
-            render::render_shard_index(names.iter().map(String::as_str)),
-        ));
-        occupied.push(shard);
-    }
-    shared.push((
-        layout::INDEX_PATH.to_string(),
-        render::render_index(occupied.iter().map(String::as_str)),
-    ));
-    let shard_files: Vec<Result<(String, String), Diagnostic>> = table
-        .into_par_iter()
-        .enumerate()
-        .map(|(shard, entries)| {
-            let shard = shard as u32;
-            render::render_table_shard(platform, templates, shard, entries)
-                .map(|text| (tenant_table::shard_path(shard), text))
-        })
-        .collect();
-    for r in shard_files {
-        match r {
-            Ok(file) => shared.push(file),
-            Err(d) => problems.push(d),
+        if out.occupied {
+            occupied.push(layout::shard_name(shard as u32));
         }
+        all.files.extend(out.files);
+        all.paths.extend(out.paths);
     }
-    shared.push((
-        format!("{}/kustomization.yaml", tenant_table::DIR),
-        render::render_table_kustomization(platform),
-    ));
-    files.extend(keep(shared, &mut all_paths));
-    problems.into_result((files, all_paths))
+    problems.into_result(())?;
+    table_problems.into_result(())?;
+    keep(
+        vec![
+            (
+                layout::INDEX_PATH.to_string(),
+                render::render_index(occupied.iter().map(String::as_str)),
+            ),
+            (
+                format!("{}/kustomization.yaml", tenant_table::DIR),
+                render::render_table_kustomization(platform),
+            ),
+        ],
+        &mut all,
+    );
+    // Sorted in parallel first, so that building the map is a single pass.
+    all.files.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok((all.files.into_iter().collect(), all.paths))
 }
 
 /// Whether `path` lies in a folder the compiler owns.
