@@ -111,13 +111,15 @@ struct TenantLimiter {
 }
 
 impl TenantLimiter {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, clock: &DefaultClock) -> Self {
         let rpm = NonZeroU32::new(limits.requests_per_minute).unwrap_or(NonZeroU32::MIN);
         let tpm = NonZeroU32::new(limits.tokens_per_minute).unwrap_or(NonZeroU32::MIN);
+        let limiter =
+            |quota| RateLimiter::direct_with_clock(quota, clock.clone()).with_middleware();
         Self {
             limits,
-            requests: RateLimiter::direct(Quota::per_minute(rpm)).with_middleware(),
-            tokens: RateLimiter::direct(Quota::per_minute(tpm)).with_middleware(),
+            requests: limiter(Quota::per_minute(rpm)),
+            tokens: limiter(Quota::per_minute(tpm)),
             in_flight: Arc::new(Semaphore::new(limits.concurrent_requests as usize)),
         }
     }
@@ -219,10 +221,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Limiters {
     limiters: DashMap<TenantName, Arc<TenantLimiter>>,
     budgets: DashMap<TenantName, Arc<Mutex<Budget>>>,
+    /// One clock for every limiter: making one probes the CPU (CPUID, which traps in a virtual
+    /// machine), far too costly for each new tenant's first request.
+    clock: DefaultClock,
 }
 
-fn retry_after(n: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
-    n.wait_time_from(DefaultClock::default().now())
+fn retry_after(
+    n: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
+    clock: &DefaultClock,
+) -> Duration {
+    n.wait_time_from(clock.now())
 }
 
 impl Limiters {
@@ -233,7 +241,7 @@ impl Limiters {
             }
         }
         // First request, or the tier changed: start from a fresh limiter with the new quota.
-        let l = Arc::new(TenantLimiter::new(tenant.limits));
+        let l = Arc::new(TenantLimiter::new(tenant.limits, &self.clock));
         self.limiters.insert(tenant.name.clone(), l.clone());
         l
     }
@@ -264,7 +272,7 @@ impl Limiters {
         let limits = limiter.limits;
         let requests = limiter.requests.check().map_err(|n| Rejection::Requests {
             limit: limits.requests_per_minute,
-            retry_after: retry_after(&n),
+            retry_after: retry_after(&n, &self.clock),
         })?;
         let permit =
             limiter
@@ -283,7 +291,7 @@ impl Limiters {
             Ok(Err(n)) => {
                 return Err(Rejection::Tokens {
                     limit: limits.tokens_per_minute,
-                    retry_after: retry_after(&n),
+                    retry_after: retry_after(&n, &self.clock),
                 })
             }
             // Cannot happen: the charge is clamped to the quota.
@@ -321,7 +329,7 @@ impl Limiters {
         let limits = limiter.limits;
         let requests = limiter.requests.check().map_err(|n| Rejection::Requests {
             limit: limits.requests_per_minute,
-            retry_after: retry_after(&n),
+            retry_after: retry_after(&n, &self.clock),
         })?;
         let permit =
             limiter
