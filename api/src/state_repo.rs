@@ -447,8 +447,11 @@ impl StateRepo {
             .name("pack-rollup".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
-                let result = remove_packs(&clone, remote.as_deref(), &due)
-                    .and_then(|()| roll_up(&clone, remote.as_deref(), &inputs));
+                if let Err(e) = remove_packs(&clone, remote.as_deref(), &due) {
+                    // They stay; the next idle `git repack` takes them.
+                    tracing::warn!(error = %e, "cannot remove rolled-up packs");
+                }
+                let result = roll_up(&clone, remote.as_deref(), &inputs);
                 tracing::debug!(
                     class,
                     packs = inputs.len(),
@@ -596,9 +599,6 @@ impl StateRepo {
     }
 }
 
-/// Rolls the packs `inputs` of the clone's pack folder into one, puts it into the remote's pack
-/// folder too (a remote on this machine, which holds the same packs), then removes the inputs
-/// from both. The new pack is flushed in both folders before any input goes.
 /// What a rollup made: the merged pack (none when no input was left), and the inputs it replaces,
 /// which stay on disk for [`RETIRE_AFTER`].
 struct RolledUp {
@@ -606,6 +606,9 @@ struct RolledUp {
     replaced: Vec<PackName>,
 }
 
+/// Rolls the packs `inputs` of the clone's pack folder into one and puts it into the remote's pack
+/// folder too (a remote on this machine, which holds the same packs), flushed in both; the inputs
+/// stay until [`remove_packs`] (see [`RETIRE_AFTER`]).
 fn roll_up(clone: &Path, remote: Option<&Path>, inputs: &[PackName]) -> std::io::Result<RolledUp> {
     let Some(merged) = pack::merge(clone, inputs)? else {
         return Ok(RolledUp {
