@@ -228,8 +228,10 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// How much of a file is written between two flushes.
-const FLUSH_CHUNK: usize = 4 << 20;
+/// How much of a file is written between two flushes. Each flush of a chunk occupies the disk
+/// while the changes being committed meanwhile wait for theirs: with 4 MiB chunks, rolling up a
+/// 37 MiB pack held theirs up by tens of milliseconds (docs/BENCHMARKS.md, api, 2026-12-04).
+const FLUSH_CHUNK: usize = 256 << 10;
 
 /// Writes `data` to a new file in `dir` and flushes it; returns its path.
 fn write_temporary(dir: &Path, prefix: &str, data: &[u8]) -> std::io::Result<PathBuf> {
@@ -243,7 +245,7 @@ fn write_temporary(dir: &Path, prefix: &str, data: &[u8]) -> std::io::Result<Pat
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         };
-        // A large file (a rolled-up pack) is flushed a few MiB at a time, so that the flushes of
+        // A large file (a rolled-up pack) is flushed a chunk at a time, so that the flushes of
         // the changes being written meanwhile never wait behind all of it.
         let written = data
             .chunks(FLUSH_CHUNK)
