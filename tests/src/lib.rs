@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use age::secrecy::ExposeSecret;
@@ -184,6 +185,9 @@ pub struct Options {
     pub signups_per_hour: u32,
     pub max_tenants_per_customer: u32,
     pub trusted_proxies: Vec<String>,
+    /// Serve the state repo over git's smart HTTP protocol (`git http-backend`) behind basic
+    /// auth with a token, as a hosted git service does, instead of as a path on this machine.
+    pub http_remote: bool,
 }
 
 impl Default for Options {
@@ -196,6 +200,7 @@ impl Default for Options {
             signups_per_hour: 1000,
             max_tenants_per_customer: 3,
             trusted_proxies: Vec::new(),
+            http_remote: false,
         }
     }
 }
@@ -235,6 +240,10 @@ pub struct Platform {
     pub login_bot_token: String,
     pub base: String,
     pub http: reqwest::Client,
+    /// The bare repository Flux would watch, on this machine.
+    pub remote_dir: PathBuf,
+    /// The smart-HTTP server in front of `remote_dir` (with `Options::http_remote`).
+    pub git_server: Option<GitHttpServer>,
     running: Option<api::app::Running>,
 }
 
@@ -262,6 +271,17 @@ impl Platform {
         };
         config.repo.local_path = dir.path().join("api-clone.git");
         config.repo.remote_url = remote.display().to_string();
+        let git_server = if options.http_remote {
+            let token = hex::encode(rand::random::<[u8; 20]>());
+            let server = GitHttpServer::start(dir.path(), "x-access-token", &token).await;
+            std::fs::write(dir.path().join("git-token"), format!("{token}\n")).unwrap();
+            config.repo.remote_url = format!("{}/state.git", server.url);
+            config.repo.token_path = Some(dir.path().join("git-token"));
+            config.repo.token_username = "x-access-token".into();
+            Some(server)
+        } else {
+            None
+        };
         config.repo.age_identity_path = Some(dir.path().join("age.agekey"));
         config.repo.on_unreachable = options.on_unreachable;
         config.repo.fetch_interval_seconds = options.fetch_interval_seconds;
@@ -300,6 +320,8 @@ impl Platform {
             login_bot_token,
             base: String::new(),
             http: reqwest::Client::new(),
+            remote_dir: remote,
+            git_server,
             running: None,
         };
         platform.boot().await;
@@ -467,7 +489,7 @@ impl Platform {
     }
 
     pub fn remote_path(&self) -> PathBuf {
-        PathBuf::from(&self.config.repo.remote_url)
+        self.remote_dir.clone()
     }
 
     /// The state repo Flux would watch.
@@ -604,4 +626,164 @@ pub fn git_fsck(repo: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// git's own smart-HTTP server (`git http-backend`, run as CGI per request) serving the bare
+/// repositories of a folder, behind HTTP basic auth with one user and token: the protocol and
+/// the 401 challenge of a hosted git service, so that the api's HTTPS remote code (credentials
+/// callback, network push and fetch, rejected pushes) runs against a real git server.
+pub struct GitHttpServer {
+    pub url: String,
+    /// Requests answered, with and without valid credentials.
+    pub authorized: Arc<AtomicUsize>,
+    pub refused: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct GitHttpState {
+    root: PathBuf,
+    username: String,
+    expected: String,
+    authorized: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl GitHttpServer {
+    pub async fn start(root: &Path, username: &str, token: &str) -> GitHttpServer {
+        use base64::Engine;
+        let authorized = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let state = GitHttpState {
+            root: root.to_path_buf(),
+            username: username.to_owned(),
+            expected: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{token}"))
+            ),
+            authorized: authorized.clone(),
+            refused: refused.clone(),
+        };
+        let app = axum::Router::new()
+            .fallback(git_http_backend)
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        GitHttpServer {
+            url,
+            authorized,
+            refused,
+            task,
+        }
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn git_http_backend(
+    axum::extract::State(state): axum::extract::State<GitHttpState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    if given != state.expected.as_bytes() {
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [(
+                axum::http::header::WWW_AUTHENTICATE,
+                "Basic realm=\"state\"",
+            )],
+            "authentication required\n",
+        )
+            .into_response();
+    }
+    state.authorized.fetch_add(1, Ordering::Relaxed);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut command = std::process::Command::new("git");
+    command
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", &state.root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", method.as_str())
+        .env("PATH_INFO", uri.path())
+        .env("QUERY_STRING", uri.query().unwrap_or_default())
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("GIT_PROTOCOL", header("git-protocol"))
+        .env("REMOTE_USER", &state.username)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("git http-backend runs");
+        let mut stdin = child.stdin.take().expect("piped");
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&body);
+        });
+        let output = child.wait_with_output().expect("git http-backend finishes");
+        writer.join().unwrap();
+        output
+    })
+    .await
+    .unwrap();
+    // CGI output: header lines, an empty line, the body.
+    let out = output.stdout;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|at| (at, 2)));
+    let Some((at, gap)) = split else {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+            .into_response();
+    };
+    let mut response =
+        axum::response::Response::new(axum::body::Body::from(out[at + gap..].to_vec()));
+    for line in String::from_utf8_lossy(&out[..at]).lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value
+                .split(' ')
+                .next()
+                .unwrap_or("500")
+                .parse()
+                .unwrap_or(500);
+            *response.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
+        } else if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
+            axum::http::HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
 }
