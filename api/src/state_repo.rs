@@ -297,7 +297,7 @@ impl StateRepo {
         let refspec = format!("+refs/heads/{}:{}", self.config.branch, self.tracking_ref());
         remote
             .fetch(&[&refspec], Some(&mut options), Some("fetch"))
-            .map_err(|e| PushError::Unreachable(e.message().to_owned()))?;
+            .map_err(|e| PushError::Unreachable(remote_error(&e)))?;
         Ok(self.remote_tip())
     }
 
@@ -335,7 +335,7 @@ impl StateRepo {
             {
                 return Err(PushError::Rejected)
             }
-            Err(e) => return Err(PushError::Unreachable(e.message().to_owned())),
+            Err(e) => return Err(PushError::Unreachable(remote_error(&e))),
         }
         drop(options);
         drop(remote);
@@ -701,6 +701,20 @@ pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
 }
 
 /// The filesystem path of a remote URL that names a repository on this machine.
+/// A remote operation's error, with what to do about an SSH host key nobody listed.
+fn remote_error(e: &git2::Error) -> String {
+    if e.class() == git2::ErrorClass::Ssh && e.message().contains("hostkey") {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "~".into());
+        return format!(
+            "{}: the SSH server's host key is checked against {home}/.ssh/known_hosts; add the \
+             server's key there (e.g. the output of `ssh-keyscan -p <port> <host>`, checked \
+             against the git host's published fingerprints)",
+            e.message()
+        );
+    }
+    e.message().to_owned()
+}
+
 fn local_path(url: &str) -> Option<std::path::PathBuf> {
     if let Some(path) = url.strip_prefix("file://") {
         return Some(path.into());

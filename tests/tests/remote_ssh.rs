@@ -1,0 +1,279 @@
+//! The state repo behind an SSH server (OpenSSH's sshd on a random port, key authentication only):
+//! the real `openclaw-api` binary clones, pushes and fetches over `ssh://` with the key from
+//! `repo.ssh_key_path`, and checks the server's host key against `$HOME/.ssh/known_hosts` (libgit2's
+//! rule, the same as git's): with the key listed it works; without it, it refuses to start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use age::secrecy::ExposeSecret;
+use e2e::{file_at, git_fsck, linear_history, Platform};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn api_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "api",
+            "--bin",
+            "openclaw-api",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.current_dir(e2e::checkout()).status().unwrap();
+    assert!(status.success(), "building openclaw-api");
+    profile_dir.join("openclaw-api")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// OpenSSH's sshd in the foreground on 127.0.0.1:`port`, accepting only `client_key`.
+struct Sshd(Child);
+
+impl Sshd {
+    fn start(dir: &Path, port: u16, host_key: &Path, client_key: &Path) -> Sshd {
+        // sshd refuses to start without its privilege separation folder.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let authorized = dir.join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {authorized}\n\
+                 PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPidFile {pid}\n",
+                host = host_key.display(),
+                authorized = authorized.display(),
+                pid = dir.join("sshd.pid").display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sshd(child)
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
+    if !e2e::require(
+        "OpenSSH's sshd (Debian package openssh-server)",
+        Path::new(SSHD).is_file(),
+    ) || !e2e::require(
+        "ssh-keygen",
+        Command::new("ssh-keygen").arg("-?").output().is_ok(),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ssh_dir = dir.path().join("sshd");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let host_key = ssh_dir.join("host_ed25519");
+    let client_key = dir.path().join("api_ed25519");
+    keygen(&host_key);
+    keygen(&client_key);
+    let port = free_port();
+    let _sshd = Sshd::start(&ssh_dir, port, &host_key, &client_key);
+
+    let identity = age::x25519::Identity::generate();
+    std::fs::write(
+        dir.path().join("age.agekey"),
+        format!("{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
+    let remote = dir.path().join("state.git");
+    api::dev::seed(&remote, &e2e::checkout(), &identity.to_public().to_string()).unwrap();
+    let telegram = e2e::telegram_stand_in().await;
+    let admin_token = hex::encode(rand::random::<[u8; 32]>());
+    let api_port = free_port();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let config = dir.path().join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{api_port}"
+database_url = "sqlite://{db}?mode=rwc"
+[repo]
+local_path = "{clone}"
+remote_url = "ssh://{user}@127.0.0.1:{port}{remote}"
+ssh_key_path = "{key}"
+fetch_interval_seconds = 1
+[telegram]
+base_url = "{telegram}"
+verification = "getme"
+[[admin_tokens]]
+name = "ops-admin"
+email = "ops@example.com"
+sha256 = "{hash}"
+"#,
+            db = dir.path().join("api.db").display(),
+            clone = dir.path().join("api-clone.git").display(),
+            user = user.trim(),
+            remote = remote.display(),
+            key = client_key.display(),
+            telegram = telegram.url,
+            hash = hex::encode(Sha256::digest(admin_token.as_bytes())),
+        ),
+    )
+    .unwrap();
+    let binary = api_binary();
+    let run = |home: &Path, log: &Path| {
+        Command::new(&binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("HOME", home)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+
+    // A host key nobody listed: the api does not talk to that server.
+    let stranger = dir.path().join("home-without-known-hosts");
+    std::fs::create_dir_all(stranger.join(".ssh")).unwrap();
+    let log = dir.path().join("refused.log");
+    let mut child = run(&stranger, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the api should refuse an unknown host key"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let refused = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        refused.contains("unknown remote ssh hostkey")
+            && refused.contains(&format!("{}/.ssh/known_hosts", stranger.display())),
+        "the error names the host key and where to list it: {refused}"
+    );
+    assert!(!dir
+        .path()
+        .join("api-clone.git/refs/remotes/origin/main")
+        .exists());
+
+    // With the server's key in known_hosts: clone, provision, push.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+    std::fs::write(
+        home.join(".ssh/known_hosts"),
+        format!("[127.0.0.1]:{port} {}\n", host_pub.trim()),
+    )
+    .unwrap();
+    let log = dir.path().join("api.log");
+    let mut child = run(&home, &log);
+    let base = format!("http://127.0.0.1:{api_port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the api exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "the api did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = e2e::bot_token(7);
+    telegram.accepted.lock().unwrap().insert(token.clone());
+    let response = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(&admin_token)
+        .json(&Platform::provision_body("acme", &token))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let repo = git2::Repository::open_bare(&remote).unwrap();
+    let head = repo.refname_to_id("refs/heads/main").unwrap();
+    assert_eq!(
+        head.to_string(),
+        body["commit"].as_str().unwrap(),
+        "pushed over SSH"
+    );
+    assert!(file_at(&repo, head, &compiler::layout::spec_path("acme")).is_some());
+    assert_eq!(linear_history(&repo, head).len(), 2);
+    git_fsck(&remote).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&token), "no bot token in the log");
+    let private = std::fs::read_to_string(&client_key).unwrap();
+    let key_body = private.lines().nth(1).unwrap();
+    assert!(
+        !text.contains(key_body) && !refused.contains(key_body),
+        "no key in the logs"
+    );
+}
