@@ -97,6 +97,12 @@ pub struct StateRepo {
 /// How many packs of one size class are rolled into one of the next.
 const ROLLUP_FAN_IN: usize = 8;
 
+/// The largest class a rollup makes: class 3 holds 512 batches' objects (37 MiB at 10,000 tenants
+/// and about 2 changes per batch). A rollup holds its inputs and its result in memory, so going on
+/// to class 4 would take about 600 MiB at once; packs of the top class are left to the idle
+/// `git repack`, which keeps its memory within git's own bounds.
+const ROLLUP_TOP_CLASS: usize = 3;
+
 /// How long the packs a rollup replaced stay on disk beside the pack that replaces them. A reader
 /// (libgit2, git) that misses an object lists the pack folder again; a listing is not atomic, so
 /// one made while the new pack appears and the old ones go could see neither. Removing the old
@@ -436,7 +442,7 @@ impl StateRepo {
                 Err(_) => tracing::warn!("rolling packs up panicked"),
             }
         }
-        let Some(class) = m.classes.iter().position(|c| c.len() >= ROLLUP_FAN_IN) else {
+        let Some(class) = m.next_rollup() else {
             return;
         };
         let inputs: Vec<PackName> = m.classes[class].drain(..ROLLUP_FAN_IN).collect();
@@ -638,6 +644,14 @@ fn remove_packs(clone: &Path, remote: Option<&Path>, packs: &[PackName]) -> std:
 }
 
 impl Maintenance {
+    /// The class whose packs are due to be rolled up into the next one, if any.
+    fn next_rollup(&self) -> Option<usize> {
+        self.classes
+            .iter()
+            .take(ROLLUP_TOP_CLASS)
+            .position(|c| c.len() >= ROLLUP_FAN_IN)
+    }
+
     /// Takes the replaced packs whose time on disk is over.
     fn due_for_removal(&mut self) -> Vec<PackName> {
         let mut due = Vec::new();
@@ -986,6 +1000,28 @@ mod tests {
             let head = repo.find_commit(tip).unwrap().tree().unwrap();
             assert!(head.get_name(&format!("f{}", ROLLUP_FAN_IN - 1)).is_some());
         }
+    }
+
+    #[test]
+    fn rollups_stop_at_the_top_class() {
+        let packs = |n: usize, class: usize| -> Vec<PackName> {
+            (0..n)
+                .map(|i| PackName(format!("pack-{class}-{i}")))
+                .collect()
+        };
+        let mut m = Maintenance::default();
+        assert_eq!(m.next_rollup(), None);
+        m.classes = vec![packs(ROLLUP_FAN_IN - 1, 0)];
+        assert_eq!(m.next_rollup(), None);
+        m.classes = vec![packs(ROLLUP_FAN_IN, 0)];
+        assert_eq!(m.next_rollup(), Some(0));
+        m.classes = vec![packs(3, 0), packs(ROLLUP_FAN_IN, 1)];
+        assert_eq!(m.next_rollup(), Some(1));
+        // Packs of the top class pile up until the idle `git repack` takes them.
+        let mut classes = vec![Vec::new(); ROLLUP_TOP_CLASS];
+        classes.push(packs(3 * ROLLUP_FAN_IN, ROLLUP_TOP_CLASS));
+        m.classes = classes;
+        assert_eq!(m.next_rollup(), None);
     }
 
     #[test]
