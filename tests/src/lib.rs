@@ -523,6 +523,42 @@ pub async fn settled_outbox(store: &api::store::Store) -> (i64, i64) {
     }
 }
 
+/// Builds (if needed) and returns the `openclaw-api` binary of the running test's profile and
+/// target folder, for tests that run the api as its own process.
+pub fn api_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut build =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "api",
+            "--bin",
+            "openclaw-api",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.current_dir(checkout()).status().unwrap();
+    assert!(status.success(), "building openclaw-api");
+    profile_dir.join("openclaw-api")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Every object id in the repository whose content contains `needle` (all blobs, trees, commits
 /// of all history, reachable or not).
 pub fn objects_containing(repo: &Repository, needle: &str) -> Vec<Oid> {

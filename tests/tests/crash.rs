@@ -3,7 +3,7 @@
 //! Idempotency-Keys finish the rest. Runs the real `openclaw-api` binary.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,39 +14,6 @@ use e2e::{git_fsck, linear_history, Backend, Platform};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
-
-/// Builds (if needed) and returns the `openclaw-api` binary of this profile and target dir.
-fn api_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "api",
-            "--bin",
-            "openclaw-api",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.current_dir(e2e::checkout()).status().unwrap();
-    assert!(status.success(), "building openclaw-api");
-    profile_dir.join("openclaw-api")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(binary: &Path, config: &Path, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -96,7 +63,7 @@ async fn crash_and_recover(backend: Backend) {
     api::dev::seed(&remote, &e2e::checkout(), &identity.to_public().to_string()).unwrap();
     let telegram = e2e::telegram_stand_in().await;
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
-    let port = free_port();
+    let port = e2e::free_port();
     let config = dir.path().join("api.toml");
     std::fs::write(
         &config,
@@ -122,7 +89,7 @@ sha256 = "{hash}"
         ),
     )
     .unwrap();
-    let binary = api_binary();
+    let binary = e2e::api_binary();
     let log = dir.path().join("api.log");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()

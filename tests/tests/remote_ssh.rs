@@ -3,7 +3,7 @@
 //! `repo.ssh_key_path`, and checks the server's host key against `$HOME/.ssh/known_hosts` (libgit2's
 //! rule, the same as git's): with the key listed it works; without it, it refuses to start.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,38 +13,6 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
 const SSHD: &str = "/usr/sbin/sshd";
-
-fn api_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "api",
-            "--bin",
-            "openclaw-api",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.current_dir(e2e::checkout()).status().unwrap();
-    assert!(status.success(), "building openclaw-api");
-    profile_dir.join("openclaw-api")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
@@ -127,7 +95,7 @@ async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
     let client_key = dir.path().join("api_ed25519");
     keygen(&host_key);
     keygen(&client_key);
-    let port = free_port();
+    let port = e2e::free_port();
     let _sshd = Sshd::start(&ssh_dir, port, &host_key, &client_key);
 
     let identity = age::x25519::Identity::generate();
@@ -140,7 +108,7 @@ async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
     api::dev::seed(&remote, &e2e::checkout(), &identity.to_public().to_string()).unwrap();
     let telegram = e2e::telegram_stand_in().await;
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
-    let api_port = free_port();
+    let api_port = e2e::free_port();
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     let config = dir.path().join("api.toml");
     std::fs::write(
@@ -171,7 +139,7 @@ sha256 = "{hash}"
         ),
     )
     .unwrap();
-    let binary = api_binary();
+    let binary = e2e::api_binary();
     let run = |home: &Path, log: &Path| {
         Command::new(&binary)
             .args(["serve", "--config"])
