@@ -255,12 +255,7 @@ impl Platform {
             Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display()),
             Backend::Postgres => fresh_postgres().await?,
         };
-        let identity = age::x25519::Identity::generate();
-        let recipient = identity.to_public().to_string();
-        let identity_text = format!("{}\n", identity.to_string().expose_secret());
-        std::fs::write(dir.path().join("age.agekey"), &identity_text).unwrap();
-        let remote = dir.path().join("state.git");
-        api::dev::seed(&remote, &checkout(), &recipient).expect("seed the state repo");
+        let (remote, identity_text) = seed_state_repo(dir.path());
         let admin_token = hex::encode(rand::random::<[u8; 32]>());
         let proxy_credential = hex::encode(rand::random::<[u8; 32]>());
         let telegram = telegram_stand_in().await;
@@ -521,6 +516,19 @@ pub async fn settled_outbox(store: &api::store::Store) -> (i64, i64) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Writes a fresh dev age identity to `dir/age.agekey` and seeds a bare state repo at
+/// `dir/state.git` from this checkout, encrypted to it; returns the repo's path and the identity
+/// file's contents.
+pub fn seed_state_repo(dir: &Path) -> (PathBuf, String) {
+    let identity = age::x25519::Identity::generate();
+    let identity_text = format!("{}\n", identity.to_string().expose_secret());
+    std::fs::write(dir.join("age.agekey"), &identity_text).unwrap();
+    let remote = dir.join("state.git");
+    api::dev::seed(&remote, &checkout(), &identity.to_public().to_string())
+        .expect("seed the state repo");
+    (remote, identity_text)
 }
 
 /// Builds (if needed) and returns the `openclaw-api` binary of the running test's profile and

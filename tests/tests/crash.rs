@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use age::secrecy::ExposeSecret;
 use e2e::{git_fsck, linear_history, Backend, Platform};
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -53,14 +52,7 @@ async fn crash_and_recover(backend: Backend) {
             None => return,
         },
     };
-    let identity = age::x25519::Identity::generate();
-    std::fs::write(
-        dir.path().join("age.agekey"),
-        format!("{}\n", identity.to_string().expose_secret()),
-    )
-    .unwrap();
-    let remote = dir.path().join("state.git");
-    api::dev::seed(&remote, &e2e::checkout(), &identity.to_public().to_string()).unwrap();
+    let (remote, _) = e2e::seed_state_repo(dir.path());
     let telegram = e2e::telegram_stand_in().await;
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
     let port = e2e::free_port();

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use age::secrecy::ExposeSecret;
 use e2e::{file_at, git_fsck, linear_history, Platform};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
@@ -98,14 +97,7 @@ async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
     let port = e2e::free_port();
     let _sshd = Sshd::start(&ssh_dir, port, &host_key, &client_key);
 
-    let identity = age::x25519::Identity::generate();
-    std::fs::write(
-        dir.path().join("age.agekey"),
-        format!("{}\n", identity.to_string().expose_secret()),
-    )
-    .unwrap();
-    let remote = dir.path().join("state.git");
-    api::dev::seed(&remote, &e2e::checkout(), &identity.to_public().to_string()).unwrap();
+    let (remote, _) = e2e::seed_state_repo(dir.path());
     let telegram = e2e::telegram_stand_in().await;
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
     let api_port = e2e::free_port();
