@@ -558,6 +558,55 @@ pub fn api_binary() -> PathBuf {
     profile_dir.join("openclaw-api")
 }
 
+/// Writes `dir/api.toml` for the `openclaw-api` binary: listening on 127.0.0.1:`port`, its clone
+/// at `dir/api-clone.git`, the remote given by `repo` (the `remote_url` line and whatever goes
+/// with it, in TOML), fetching every second, checking bot tokens against the Telegram stand-in at
+/// `telegram_url`, and `admin_token` as its one admin token (stored hashed). Returns its path.
+pub fn write_binary_config(
+    dir: &Path,
+    port: u16,
+    database_url: &str,
+    repo: &str,
+    telegram_url: &str,
+    admin_token: &str,
+) -> PathBuf {
+    let config = dir.join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+database_url = "{database_url}"
+[repo]
+local_path = "{clone}"
+{repo}
+fetch_interval_seconds = 1
+[telegram]
+base_url = "{telegram_url}"
+verification = "getme"
+[[admin_tokens]]
+name = "ops-admin"
+email = "ops@example.com"
+sha256 = "{hash}"
+"#,
+            clone = dir.join("api-clone.git").display(),
+            hash = hex::encode(Sha256::digest(admin_token.as_bytes())),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Runs `git -C dir <args>` as an SRE would (their name and email on commits).
+pub fn sre_git(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=sre", "-c", "user.email=sre@example.com"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use e2e::{git_fsck, linear_history, Backend, Platform};
 use futures::StreamExt;
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 
 fn start(binary: &Path, config: &Path, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -56,31 +55,14 @@ async fn crash_and_recover(backend: Backend) {
     let telegram = e2e::telegram_stand_in().await;
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
     let port = e2e::free_port();
-    let config = dir.path().join("api.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "127.0.0.1:{port}"
-database_url = "{database_url}"
-[repo]
-local_path = "{clone}"
-remote_url = "{remote}"
-fetch_interval_seconds = 1
-[telegram]
-base_url = "{telegram}"
-verification = "getme"
-[[admin_tokens]]
-name = "ops-admin"
-email = "ops@example.com"
-sha256 = "{hash}"
-"#,
-            clone = dir.path().join("api-clone.git").display(),
-            remote = remote.display(),
-            telegram = telegram.url,
-            hash = hex::encode(Sha256::digest(admin_token.as_bytes())),
-        ),
-    )
-    .unwrap();
+    let config = e2e::write_binary_config(
+        dir.path(),
+        port,
+        &database_url,
+        &format!("remote_url = \"{}\"", remote.display()),
+        &telegram.url,
+        &admin_token,
+    );
     let binary = e2e::api_binary();
     let log = dir.path().join("api.log");
     let base = format!("http://127.0.0.1:{port}");

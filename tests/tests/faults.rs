@@ -411,15 +411,7 @@ async fn concurrent_pushes_from_a_second_clone() {
     assert_eq!(status, StatusCode::CREATED);
     let remote = p.remote_path();
     let work = p.dir.path().join("sre-clone");
-    let git = move |dir: &std::path::Path, args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=sre", "-c", "user.email=sre@example.com"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let git = e2e::sre_git;
     let out = std::process::Command::new("git")
         .arg("clone")
         .arg("-q")

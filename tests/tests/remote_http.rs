@@ -51,13 +51,7 @@ async fn pushes_and_fetches_over_smart_http_with_a_token() {
     // over HTTP, re-applies its change on the new head and pushes again.
     let work = p.dir.path().join("sre-clone");
     let git = |dir: &std::path::Path, args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=sre", "-c", "user.email=sre@example.com"])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = e2e::sre_git(dir, args);
         assert!(
             out.status.success(),
             "git {args:?}: {}",

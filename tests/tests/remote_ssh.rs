@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use e2e::{file_at, git_fsck, linear_history, Platform};
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -102,35 +101,19 @@ async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
     let admin_token = hex::encode(rand::random::<[u8; 32]>());
     let api_port = e2e::free_port();
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
-    let config = dir.path().join("api.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "127.0.0.1:{api_port}"
-database_url = "sqlite://{db}?mode=rwc"
-[repo]
-local_path = "{clone}"
-remote_url = "ssh://{user}@127.0.0.1:{port}{remote}"
-ssh_key_path = "{key}"
-fetch_interval_seconds = 1
-[telegram]
-base_url = "{telegram}"
-verification = "getme"
-[[admin_tokens]]
-name = "ops-admin"
-email = "ops@example.com"
-sha256 = "{hash}"
-"#,
-            db = dir.path().join("api.db").display(),
-            clone = dir.path().join("api-clone.git").display(),
-            user = user.trim(),
-            remote = remote.display(),
-            key = client_key.display(),
-            telegram = telegram.url,
-            hash = hex::encode(Sha256::digest(admin_token.as_bytes())),
+    let config = e2e::write_binary_config(
+        dir.path(),
+        api_port,
+        &format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display()),
+        &format!(
+            "remote_url = \"ssh://{}@127.0.0.1:{port}{}\"\nssh_key_path = \"{}\"",
+            user.trim(),
+            remote.display(),
+            client_key.display()
         ),
-    )
-    .unwrap();
+        &telegram.url,
+        &admin_token,
+    );
     let binary = e2e::api_binary();
     let run = |home: &Path, log: &Path| {
         Command::new(&binary)
