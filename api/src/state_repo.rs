@@ -710,11 +710,15 @@ pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
         .map_err(|e| e.message().to_owned())?;
     remote
         .connect_auth(git2::Direction::Fetch, Some(state.callbacks()), None)
-        .map_err(|e| format!("the state repo's remote cannot be reached: {}", e.message()))?;
+        .map_err(|e| {
+            format!(
+                "the state repo's remote cannot be reached: {}",
+                remote_error(&e)
+            )
+        })?;
     Ok(())
 }
 
-/// The filesystem path of a remote URL that names a repository on this machine.
 /// A remote operation's error, with what to do about an SSH host key nobody listed.
 fn remote_error(e: &git2::Error) -> String {
     if e.class() == git2::ErrorClass::Ssh && e.message().contains("hostkey") {
@@ -729,6 +733,7 @@ fn remote_error(e: &git2::Error) -> String {
     e.message().to_owned()
 }
 
+/// The filesystem path of a remote URL that names a repository on this machine.
 fn local_path(url: &str) -> Option<std::path::PathBuf> {
     if let Some(path) = url.strip_prefix("file://") {
         return Some(path.into());
