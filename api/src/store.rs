@@ -134,6 +134,18 @@ impl Store {
     }
 
     /// The connection pool, for modules that own their own tables (the usage ledger).
+    /// Starts a transaction that writes. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that has read cannot take the lock after another
+    /// connection committed, and fails at once with SQLITE_BUSY instead of waiting its turn
+    /// (`busy_timeout`), as when the writer marks outbox rows while a request rotates a refresh
+    /// token. PostgreSQL's row locks need no such thing.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -222,7 +234,7 @@ impl Store {
             self.mark_state(pushed, "pushed", pushed_at).await?;
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Rows of earlier batches whose commits reached the remote since: marked in this
         // transaction rather than in one (and one flush) of their own.
         set_state(&mut tx, pushed, "pushed", pushed_at).await?;
@@ -388,7 +400,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for change in batch.iter().rev() {
             match &change.prior {
                 Some(prior) => {
@@ -438,7 +450,7 @@ impl Store {
         if commits.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (seq, tenant, commit) in commits {
             sqlx::query("UPDATE outbox SET commit_id = $1 WHERE seq = $2")
                 .bind(commit)
@@ -463,7 +475,7 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SET LOCAL synchronous_commit = off")
                 .execute(&mut *tx)
@@ -721,7 +733,7 @@ impl Store {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         let family = format!("fam_{}", uuid::Uuid::new_v4().simple());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO refresh_families (id, customer_id, created_at, revoked_at) VALUES ($1, $2, $3, NULL)",
         )
@@ -752,7 +764,7 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<RefreshOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT t.family_id, t.expires_at, t.used_at, f.customer_id, f.revoked_at \
              FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
@@ -830,7 +842,7 @@ impl Store {
     /// Ends every session of a customer: revokes all refresh families and moves the session
     /// epoch on, so that access tokens issued before are refused too.
     pub async fn end_all_sessions(&self, customer_id: &str, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE refresh_families SET revoked_at = $1 WHERE customer_id = $2 AND revoked_at IS NULL",
         )

@@ -555,7 +555,7 @@ async fn upsert_aggregates(
 /// Stores checked events (sorted by id, as [`check_batch`] returns them) and adds the new ones to
 /// the aggregates, all in one transaction.
 pub async fn ingest(
-    pool: &AnyPool,
+    store: &crate::store::Store,
     events: &[Event],
     received_at: i64,
 ) -> Result<IngestOutcome, sqlx::Error> {
@@ -565,7 +565,7 @@ pub async fn ingest(
             duplicates: 0,
         });
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     let sqlite = tx.backend_name() == "SQLite";
     let mut inserted: HashSet<String> = HashSet::with_capacity(events.len());
     for chunk in statement_chunks(events) {
@@ -745,7 +745,7 @@ async fn ingest_usage(
         Some(lock) => Some(lock.lock().await),
         None => None,
     };
-    let mut outcome = ingest(state.store.pool(), &events, now)
+    let mut outcome = ingest(&state.store, &events, now)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot store usage events: {e}")))?;
     drop(writer);
