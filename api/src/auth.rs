@@ -174,12 +174,12 @@ pub fn verify_telegram_login(
     })
 }
 
-/// A display name fit for a commit author: no angle brackets or control characters, at most
-/// 100 characters.
+/// A display name fit to show: no angle brackets, control characters, line separators or
+/// bidirectional overrides, at most 100 characters.
 pub fn clean_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .filter(|c| !c.is_control() && *c != '<' && *c != '>')
+        .filter(|c| !compiler::spec::refused_char(*c) && *c != '<' && *c != '>')
         .take(100)
         .collect();
     cleaned.trim().to_owned()
@@ -424,11 +424,6 @@ pub fn refresh_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// A random CSRF token.
-pub fn new_csrf_token() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
 /// The value of cookie `name` among the request's `Cookie` headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -513,6 +508,20 @@ pub enum CsrfError {
         "cookie-authenticated writes must repeat the oc_csrf cookie in the X-CSRF-Token header"
     )]
     Token,
+    #[error("the X-CSRF-Token belongs to another session; reload the page and sign in again")]
+    Session,
+}
+
+/// The CSRF token of a customer's browser sessions: an HMAC of their account id and session
+/// epoch under a key only the api holds, so that a token works only with that customer's session
+/// cookie (a token planted from another session is refused), and "log out everywhere" retires it.
+pub fn csrf_token_for(key: &[u8; 32], customer_id: &str, epoch: i64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"openclaw-api csrf v1\0");
+    mac.update(customer_id.as_bytes());
+    mac.update(b"\0");
+    mac.update(epoch.to_string().as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
 /// The double-submit check of a cookie-authenticated write: an `Origin`, when sent, must be
@@ -548,6 +557,32 @@ pub fn check_csrf(headers: &HeaderMap, auth: &AuthConfig) -> Result<(), CsrfErro
     Ok(())
 }
 
+impl Auth {
+    /// The CSRF token of `customer_id`'s browser sessions in `epoch`.
+    pub fn csrf_token(&self, customer_id: &str, epoch: i64) -> String {
+        csrf_token_for(&self.csrf_key, customer_id, epoch)
+    }
+
+    /// A cookie-authenticated write's `X-CSRF-Token` must be the token of the signed-in
+    /// customer's sessions ([`csrf_token_for`]), not only equal to the cookie.
+    pub fn check_csrf_binding(
+        &self,
+        headers: &HeaderMap,
+        customer_id: &str,
+        epoch: i64,
+    ) -> Result<(), CsrfError> {
+        let sent = headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(CsrfError::Token)?;
+        let expected = self.csrf_token(customer_id, epoch);
+        if sent.len() != expected.len() || !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(CsrfError::Session);
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client addresses and rate limits
 
@@ -576,26 +611,26 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet
     client
 }
 
-/// A per-address limiter: a refusal says how long to wait.
-pub struct Limiter {
-    inner: DefaultKeyedRateLimiter<IpAddr>,
+/// A keyed limiter (per client address, per customer): a refusal says how long to wait.
+pub struct Limiter<K: std::hash::Hash + Eq + Clone = IpAddr> {
+    inner: DefaultKeyedRateLimiter<K>,
 }
 
-impl Limiter {
-    pub fn new(quota: Quota) -> Limiter {
+impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
+    pub fn new(quota: Quota) -> Limiter<K> {
         Limiter {
             inner: DefaultKeyedRateLimiter::keyed(quota),
         }
     }
 
-    /// Takes one attempt for `ip`; Err(wait) when the address is over its limit.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    /// Takes one attempt for `key`; Err(wait) when the key is over its limit.
+    pub fn check(&self, key: K) -> Result<(), Duration> {
         use governor::clock::{Clock, DefaultClock};
         if self.inner.len() > 100_000 {
             self.inner.retain_recent();
         }
         self.inner
-            .check_key(&ip)
+            .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
@@ -607,7 +642,12 @@ pub struct Auth {
     pub telegram_secret: Option<[u8; 32]>,
     pub login_limiter: Limiter,
     pub signup_limiter: Limiter,
+    /// Changes per customer (`auth.customer_writes_per_minute`), keyed by customer id.
+    pub write_limiter: Limiter<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Key of the customers' CSRF tokens ([`csrf_token_for`]): derived from the signing key, so
+    /// that every replica agrees; random without one (no customer sessions then).
+    csrf_key: [u8; 32],
 }
 
 impl Auth {
@@ -616,11 +656,14 @@ impl Auth {
         let auth = &config.auth;
         let per_minute = NonZeroU32::new(auth.login_per_minute).unwrap_or(NonZeroU32::MIN);
         let per_hour = NonZeroU32::new(auth.signups_per_hour).unwrap_or(NonZeroU32::MIN);
+        let writes = NonZeroU32::new(auth.customer_writes_per_minute).unwrap_or(NonZeroU32::MIN);
         Auth {
             keys: None,
             telegram_secret: None,
             login_limiter: Limiter::new(Quota::per_minute(per_minute)),
             signup_limiter: Limiter::new(Quota::per_hour(per_hour)),
+            write_limiter: Limiter::new(Quota::per_minute(writes)),
+            csrf_key: rand::random(),
             trusted_proxies: auth
                 .trusted_proxies
                 .iter()
@@ -633,6 +676,17 @@ impl Auth {
     pub fn load(config: &Config) -> Result<Auth, String> {
         let mut auth = Auth::without_keys(config);
         auth.keys = Keys::load(&config.auth)?;
+        let pem = match (&config.auth.private_key_path, &config.auth.private_key_pem) {
+            (Some(path), _) => std::fs::read_to_string(path).ok(),
+            (None, Some(pem)) => Some(pem.0.clone()),
+            (None, None) => None,
+        };
+        if let Some(pem) = pem {
+            let mut hasher = Sha256::new();
+            hasher.update(b"openclaw-api csrf key v1\0");
+            hasher.update(pem.trim().as_bytes());
+            auth.csrf_key = hasher.finalize().into();
+        }
         if let Some(path) = &config.auth.telegram_bot_token_path {
             let token = std::fs::read_to_string(path).map_err(|e| {
                 format!(

@@ -31,6 +31,7 @@ pub struct Config {
     /// Customer sign-in and sessions.
     pub auth: AuthConfig,
     /// Development mode: relaxes checks that must hold in production (Telegram verification).
+    /// Only `openclaw-api dev` turns it on: [`Config::load`] (what `serve` reads) refuses it.
     pub dev_mode: bool,
     /// Seconds to wait for in-flight requests on shutdown.
     pub shutdown_grace_seconds: u64,
@@ -152,6 +153,9 @@ pub struct AuthConfig {
     pub login_per_minute: u32,
     /// Self-service sign-ups per client address and hour.
     pub signups_per_hour: u32,
+    /// Changes (commits, account edits) one customer may make per minute; admins are not
+    /// limited.
+    pub customer_writes_per_minute: u32,
     /// Reverse proxies (CIDRs) whose `X-Forwarded-For` names the client. Others' is ignored.
     pub trusted_proxies: Vec<String>,
     /// Origins (`https://app.example.com`) allowed to send cookie-authenticated writes. Empty:
@@ -200,6 +204,7 @@ impl Default for AuthConfig {
             max_tenants_per_customer: 3,
             login_per_minute: 20,
             signups_per_hour: 10,
+            customer_writes_per_minute: 30,
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             login_redirect: "/".into(),
@@ -266,6 +271,14 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("OPENCLAW_API_").split("__"));
         let config: Config = figment.extract().map_err(Box::new)?;
+        if config.dev_mode || config.auth.dev_login {
+            return Err(ConfigError::Invalid(
+                "dev_mode and auth.dev_login are set (in the configuration file or OPENCLAW_API_DEV_MODE / \
+                 OPENCLAW_API_AUTH__DEV_LOGIN), but dev mode signs anyone in and skips checks production needs: \
+                 only `openclaw-api dev` turns it on. Remove them to run `serve`, or run `openclaw-api dev`"
+                    .into(),
+            ));
+        }
         config.check()?;
         Ok(config)
     }
@@ -354,9 +367,12 @@ impl Config {
                 "auth.telegram_login_max_age_seconds must be 30 to 86400".into(),
             ));
         }
-        if auth.login_per_minute == 0 || auth.signups_per_hour == 0 {
+        if auth.login_per_minute == 0
+            || auth.signups_per_hour == 0
+            || auth.customer_writes_per_minute == 0
+        {
             return Err(ConfigError::Invalid(
-                "auth.login_per_minute and auth.signups_per_hour must be at least 1".into(),
+                "auth.login_per_minute, auth.signups_per_hour and auth.customer_writes_per_minute must be at least 1".into(),
             ));
         }
         if auth.key_id.is_empty() || auth.previous_keys.iter().any(|k| k.key_id == auth.key_id) {
@@ -472,6 +488,17 @@ mod tests {
         });
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("also an admin token"), "{err}");
+    }
+
+    #[test]
+    fn loading_refuses_dev_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.toml");
+        for text in ["dev_mode = true\n", "[auth]\ndev_login = true\n"] {
+            std::fs::write(&file, text).unwrap();
+            let err = Config::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains("only `openclaw-api dev`"), "{err}");
+        }
     }
 
     #[test]

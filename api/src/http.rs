@@ -18,7 +18,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use compiler::spec::{
     Agent, Email, Language, Metadata, Owner, ProxyToken, Spec, TelegramId, TenantName, TenantSpec,
-    TenantState, Thinking, TokenSha256,
+    TenantState, TenantUid, Thinking, TokenSha256,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
@@ -35,7 +35,7 @@ use crate::auth::Auth;
 use crate::config::{Config, TelegramVerification};
 use crate::lifecycle::{
     check_allow_from, check_model, check_tier, compiled_for, Actor, Change, ChangeError, Compiled,
-    Operation,
+    Operation, Role,
 };
 use crate::reader::{HistoryEntry, TenantView};
 use crate::sessions;
@@ -141,6 +141,8 @@ pub enum ApiError {
     Forbidden(String),
     /// Too many attempts from this address (429).
     TooManyRequests(std::time::Duration),
+    /// Too many changes from this customer (429).
+    TooManyChanges(std::time::Duration),
     NotFound(String),
     Conflict(String),
     Unavailable(String),
@@ -205,6 +207,15 @@ impl IntoResponse for ApiError {
                     "too many attempts from this address; retry after the Retry-After seconds".to_owned(),
                 )
             }
+            ApiError::TooManyChanges(wait) => {
+                retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    None,
+                    "too many changes from this account; retry after the Retry-After seconds".to_owned(),
+                )
+            }
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", None, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", None, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, m),
@@ -251,6 +262,7 @@ impl From<ChangeError> for ApiError {
             ChangeError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ChangeError::AlreadyExists(_) => ApiError::Conflict(e.to_string()),
             ChangeError::Invalid { field, message } => ApiError::field(&field, message),
+            ChangeError::Forbidden(m) => ApiError::Forbidden(m),
             ChangeError::Repo(m) => {
                 ApiError::Conflict(format!("the state repo cannot take this change: {m}"))
             }
@@ -276,11 +288,14 @@ impl From<WriteError> for ApiError {
 pub struct JsonBody<T>(pub T, pub Bytes);
 
 /// Refuses a request whose `Content-Type` is not JSON (415); `what` names the body in the message.
+/// The media type must be exactly `application/json` (any case), with parameters or not
+/// (`application/json; charset=utf-8`); `application/jsonx` and `application/json-seq` are not.
 pub(crate) fn require_json(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if json {
         return Ok(());
     }
@@ -371,20 +386,13 @@ impl Caller {
     }
 }
 
-/// The commit author for a customer: their display name, and their email (or a stand-in naming
-/// the customer id when they gave none).
+/// The commit author for a customer, made from what the api verified and the customer cannot
+/// choose: their account id (made by the api, bound to their Telegram id). Display names and
+/// emails are the customer's own words and could name anyone, so they never become an author.
 pub fn customer_actor(customer: &Customer) -> Actor {
-    let name = crate::auth::clean_name(&customer.display_name);
     Actor {
-        name: if name.is_empty() {
-            format!("customer {}", customer.id)
-        } else {
-            name
-        },
-        email: customer
-            .email
-            .clone()
-            .unwrap_or_else(|| format!("{}@customers.openclaw.invalid", customer.id)),
+        name: format!("customer {}", customer.id),
+        email: format!("{}@customers.openclaw.invalid", customer.id),
     }
 }
 
@@ -413,11 +421,21 @@ impl axum::extract::FromRequestParts<Shared> for Caller {
             return admin_caller(state, token);
         }
         if let Some(token) = crate::auth::cookie(&parts.headers, crate::auth::ACCESS_COOKIE) {
-            if is_write(&parts.method) {
+            let write = is_write(&parts.method);
+            if write {
                 crate::auth::check_csrf(&parts.headers, &state.config.auth)
                     .map_err(|e| ApiError::Forbidden(e.to_string()))?;
             }
-            return customer_caller(state, &token).await;
+            let caller = customer_caller(state, &token).await?;
+            if let (true, Some(customer)) = (write, &caller.customer) {
+                // The token must be the one issued to this session's customer: a CSRF cookie
+                // planted from another session (a sibling subdomain can set cookies) does not do.
+                state
+                    .auth
+                    .check_csrf_binding(&parts.headers, &customer.id, customer.session_epoch)
+                    .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+            }
+            return Ok(caller);
         }
         Err(ApiError::Unauthorized)
     }
@@ -498,6 +516,87 @@ pub async fn authorize_tenant(
     }
 }
 
+/// One incarnation of a tenant (see `metadata.uid` in docs/tenant-spec.md) that a caller may
+/// read: the live one, or one that was destroyed.
+#[derive(Debug, Clone)]
+pub struct Incarnation {
+    pub name: TenantName,
+    /// None for a tenant without a uid (made by hand, or before uids existed).
+    pub uid: Option<String>,
+    /// The key of its usage in the ledger ([`crate::store::ledger_key`]).
+    pub ledger_key: String,
+    /// Whether it is the tenant that exists now under this name.
+    pub live: bool,
+}
+
+/// The authorization check of the endpoints that read a tenant's past (history, usage), by the
+/// rule of [`authorize_tenant`] applied to incarnations: admins read every incarnation; a
+/// customer reads the incarnations they owned, live or destroyed, and nothing of anyone else's
+/// under the same name. `uid` picks one (`?incarnation=`); without it, the live incarnation when
+/// the caller may read it, else the caller's most recently destroyed one. Anything else answers
+/// like a missing tenant (404).
+pub async fn authorize_incarnation(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    uid: Option<&str>,
+) -> Result<Incarnation, ApiError> {
+    let name = tenant_name(name)?;
+    if let Some(uid) = uid {
+        TenantUid::parse(uid).map_err(|m| ApiError::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            field: Some("incarnation".into()),
+            message: m,
+        })?;
+    }
+    let unavailable = |e: crate::store::StoreError| ApiError::Unavailable(e.to_string());
+    let live = state
+        .store
+        .tenant(name.as_str())
+        .await
+        .map_err(unavailable)?;
+    let me = caller.customer_id();
+    if let Some(row) = &live {
+        let mine = caller.admin || (row.owner_id.is_some() && row.owner_id.as_deref() == me);
+        if mine && (uid.is_none() || row.uid.as_deref() == uid) {
+            return Ok(Incarnation {
+                ledger_key: crate::store::ledger_key(name.as_str(), row.uid.as_deref()),
+                uid: row.uid.clone(),
+                name,
+                live: true,
+            });
+        }
+    }
+    let owner = match (caller.admin, me) {
+        (true, _) => None,
+        (false, Some(me)) => Some(me),
+        (false, None) => return Err(not_found(&name)),
+    };
+    if let Some(past) = state
+        .store
+        .past_incarnation(name.as_str(), uid, owner)
+        .await
+        .map_err(unavailable)?
+    {
+        return Ok(Incarnation {
+            name,
+            uid: past.uid,
+            ledger_key: past.ledger_key,
+            live: false,
+        });
+    }
+    if caller.admin && uid.is_none() {
+        // A tenant the index does not know (made by hand in the state repo): by its name.
+        return Ok(Incarnation {
+            ledger_key: name.to_string(),
+            name,
+            uid: None,
+            live: live.is_some(),
+        });
+    }
+    Err(not_found(&name))
+}
+
 /// The tenants `caller` may see, by the same rule as [`authorize_tenant`]: every tenant for
 /// admins, their own for customers.
 pub async fn authorize_tenant_list(
@@ -517,6 +616,82 @@ pub async fn authorize_tenant_list(
 
 fn not_found(name: &TenantName) -> ApiError {
     ApiError::NotFound(format!("tenant {:?} does not exist", name.as_str()))
+}
+
+/// Longest `X-Request-Id` accepted.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Refuses (400) a request whose `X-Request-Id` could not go into a commit trailer and a log line
+/// as it is: 1 to 128 characters of letters, digits and `-._:`. Runs before anything logs it.
+pub async fn check_request_id(req: Request, next: Next) -> Response {
+    if let Some(value) = req.headers().get("x-request-id") {
+        let bytes = value.as_bytes();
+        let ok = !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(b));
+        if !ok {
+            return ApiError::Invalid {
+                status: StatusCode::BAD_REQUEST,
+                field: Some("X-Request-Id".into()),
+                message: format!(
+                    "must be 1 to {MAX_REQUEST_ID_LEN} characters of letters, digits and -._: (or left out: the api makes one)"
+                ),
+            }
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Gives every error the api answers a JSON body, including the ones the framework makes
+/// (a malformed path or query, a body over the limit, a method the route does not take).
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut message: String = String::from_utf8_lossy(&text)
+        .chars()
+        .filter(|c| !compiler::spec::refused_char(*c))
+        .take(300)
+        .collect();
+    if message.trim().is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned();
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message,
+            field: None,
+        },
+    };
+    let mut answer = (status, Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -570,7 +745,9 @@ async fn idempotency(
     let key = key
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .filter(|k| {
+            !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        })
         .ok_or_else(|| ApiError::Invalid {
             status: StatusCode::BAD_REQUEST,
             field: Some("Idempotency-Key".into()),
@@ -643,6 +820,7 @@ async fn submit<P: Into<Prepared>>(
     caller: &Caller,
     make: impl AsyncFnOnce(String) -> Result<P, ApiError>,
 ) -> Result<Response, ApiError> {
+    check_write_limit(state, caller)?;
     let scope = caller.scope();
     let (key, _guard) = match idempotency(state, headers, &scope, &method, path, body).await? {
         Idempotency::Replay(response) => return Ok(response),
@@ -653,6 +831,19 @@ async fn submit<P: Into<Prepared>>(
     let response = state.writer.submit(change, new_owner, key).await?;
     let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::OK);
     Ok((status, Json(response)).into_response())
+}
+
+/// Takes one change from a customer's budget of writes (`auth.customer_writes_per_minute`);
+/// admins are not limited.
+pub(crate) fn check_write_limit(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    match (&caller.customer, caller.admin) {
+        (Some(customer), false) => state
+            .auth
+            .write_limiter
+            .check(customer.id.clone())
+            .map_err(ApiError::TooManyChanges),
+        _ => Ok(()),
+    }
 }
 
 /// A change ready for the writer, with the customer it creates: a provision for an owner the api
@@ -793,6 +984,9 @@ pub struct ResizeBody {
 pub struct HistoryQuery {
     /// Most entries returned (1 to 1000, default 100).
     pub limit: Option<usize>,
+    /// The uid of the incarnation to read (default: the live one, else the caller's most
+    /// recently destroyed one).
+    pub incarnation: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -806,7 +1000,24 @@ fn reason(reason: Option<String>) -> Result<String, ApiError> {
     if reason.len() > 1000 {
         return Err(ApiError::field("reason", "at most 1000 characters"));
     }
+    free_text("reason", &reason)?;
     Ok(reason)
+}
+
+/// Refuses (422) free text that would reach git or the database with a control character (C0,
+/// DEL, C1, among them NUL and CR), a line or paragraph separator, or a bidirectional override:
+/// they can cut or forge commit messages and trailers, and hide text from a reader.
+pub(crate) fn free_text(field: &str, text: &str) -> Result<(), ApiError> {
+    match text.chars().find(|c| compiler::spec::refused_char(*c)) {
+        Some(c) => Err(ApiError::field(
+            field,
+            format!(
+                "must not contain control characters, line separators or bidirectional overrides (found U+{:04X})",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -847,6 +1058,7 @@ async fn provision(
             let caller = owner_caller;
             let name = tenant_name(&body.name)?;
             let (email, owner_telegram) = requested_owner(&caller, body.owner.as_ref())?;
+            free_text("owner.email", &email)?;
             let email =
                 Email::parse(email).map_err(|m| ApiError::field("owner.email", m))?;
             let owner_id = TelegramId::parse(owner_telegram)
@@ -906,10 +1118,15 @@ async fn provision(
                 }
             }
             let proxy_token = random_token();
+            let uid = TenantUid::parse(uuid::Uuid::new_v4().to_string())
+                .map_err(ApiError::Internal)?;
             let spec = TenantSpec {
                 api_version: compiler::spec::API_VERSION.to_owned(),
                 kind: compiler::spec::KIND.to_owned(),
-                metadata: Metadata { name: name.clone() },
+                metadata: Metadata {
+                    name: name.clone(),
+                    uid: Some(uid),
+                },
                 spec: Spec {
                     owner: Owner {
                         email,
@@ -917,6 +1134,7 @@ async fn provision(
                     },
                     tier,
                     state: TenantState::Active,
+                    suspended_by: None,
                     agent: Agent {
                         model,
                         thinking: settings.thinking.unwrap_or(Thinking::Medium),
@@ -937,13 +1155,8 @@ async fn provision(
             ]);
             let secrets_yaml = encrypt_secrets(&compiled, &name, values).await?;
             let (owner, new_owner) = owner_account(&state, &caller, &spec.spec.owner).await?;
-            let mut actor = caller.actor.clone();
-            if let Some(customer) = &caller.customer {
-                // The email just recorded on the account becomes the author's email.
-                if customer.email.is_none() && customer.id == owner {
-                    actor.email = spec.spec.owner.email.to_string();
-                }
-            }
+            let owner_cap = (!caller.admin && caller.customer.is_some())
+                .then_some(state.config.auth.max_tenants_per_customer);
             Ok(Prepared {
                 change: Change {
                     tenant: name.to_string(),
@@ -951,8 +1164,9 @@ async fn provision(
                         spec_yaml: spec.to_yaml(),
                         secrets_yaml,
                         owner_id: Some(owner),
+                        owner_cap,
                     },
-                    actor,
+                    actor: caller.actor.clone(),
                     reason: reason(body.reason.or(settings.reason))?,
                     request_id,
                 },
@@ -1002,10 +1216,13 @@ fn requested_owner(caller: &Caller, owner: Option<&OwnerBody>) -> Result<(String
 }
 
 /// The customer who will own a new tenant: the calling customer (whose email is recorded if
-/// their account had none), or for admins the customer with the owner's Telegram id or email.
-/// When there is none, a new account is returned too: the writer creates it in the transaction
-/// that records the tenant (or, when someone made the same account meanwhile, records the tenant
-/// under that one).
+/// their account had none), or for admins the customer with the owner's Telegram id, the only
+/// identity the api verifies. An email never links a tenant to an account that has a Telegram id:
+/// anyone may write any address on their account. The one exception is an account made from an
+/// owner email before accounts existed (no Telegram id, so nobody signs in to it): it receives the
+/// Telegram id. When there is none, a new account is returned too: the writer creates it in the
+/// transaction that records the tenant (or, when someone made the same account meanwhile,
+/// records the tenant under that one).
 async fn owner_account(
     state: &AppState,
     caller: &Caller,
@@ -1044,8 +1261,11 @@ async fn owner_account(
                 .link_telegram(&found.id, telegram)
                 .await
                 .map_err(unavailable)?;
+            return Ok((found.id, None));
         }
-        return Ok((found.id, None));
+        // Someone else wrote this email on their account: the new owner's account goes without.
+        let customer = Customer::new(None, Some(telegram), email, crate::auth::now_s() * 1000);
+        return Ok((customer.id.clone(), Some(customer)));
     }
     let customer = Customer::new(
         Some(email.clone()),
@@ -1186,9 +1406,6 @@ async fn simple(
     operation: Operation,
 ) -> Result<Response, ApiError> {
     let name = authorize_tenant(&state, &caller, &name).await?;
-    if matches!(operation, Operation::Reactivate) && !caller.admin {
-        customer_may_reactivate(&state, &caller, name.as_str()).await?;
-    }
     let actor = caller.actor.clone();
     let path = format!("/v1/tenants/{name}/{}", operation.action());
     submit(
@@ -1211,44 +1428,28 @@ async fn simple(
     .await
 }
 
-/// A customer may undo only a suspension they made themselves: a tenant the platform suspended (an
-/// admin through the api, or an SRE's commit to the state repo) stays suspended until an admin reactivates
-/// it. The most recent commit that suspended the tenant or changed it by hand decides.
-async fn customer_may_reactivate(
-    state: &Shared,
-    caller: &Caller,
-    name: &str,
-) -> Result<(), ApiError> {
-    let st = state.clone();
-    let n = name.to_owned();
-    let entries = tokio::task::spawn_blocking(move || {
-        crate::reader::history(&st.config.repo.local_path, &st.tracking_ref(), &n, 1000)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let refused = || {
-        ApiError::Forbidden(format!(
-            "tenant {name:?} was suspended by the platform; only an admin can reactivate it (contact support)"
-        ))
-    };
-    for entry in &entries {
-        match entry.action.as_str() {
-            "suspend" if entry.author_email == caller.actor.email => return Ok(()),
-            "suspend" | "manual" => return Err(refused()),
-            "reactivate" | "provision" => return Ok(()),
-            _ => {}
-        }
+/// An optional JSON body: empty is fine, otherwise it must be JSON (media type and content).
+fn optional_body<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> Result<T, ApiError> {
+    if raw.is_empty() {
+        return Ok(T::default());
     }
-    Ok(())
-}
-
-/// An optional JSON body: empty is fine, otherwise it must parse.
-fn optional_body<T: DeserializeOwned + Default>(raw: &Bytes) -> Result<T, ApiError> {
+    require_json(headers, "body")?;
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     parse_json(raw)
+}
+
+/// The role a caller acts in, for the rules that depend on it.
+fn role(caller: &Caller) -> Role {
+    if caller.admin {
+        Role::Admin
+    } else {
+        Role::Customer
+    }
 }
 
 /// Suspend a tenant: the agent scales to zero and the proxy refuses its token.
@@ -1263,7 +1464,8 @@ async fn suspend(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ReasonBody = optional_body(&raw)?;
+    let body: ReasonBody = optional_body(&headers, &raw)?;
+    let by = role(&caller);
     simple(
         state,
         caller,
@@ -1271,7 +1473,7 @@ async fn suspend(
         headers,
         raw,
         body.reason,
-        Operation::Suspend,
+        Operation::Suspend { by },
     )
     .await
 }
@@ -1288,7 +1490,8 @@ async fn reactivate(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ReasonBody = optional_body(&raw)?;
+    let body: ReasonBody = optional_body(&headers, &raw)?;
+    let by = role(&caller);
     simple(
         state,
         caller,
@@ -1296,7 +1499,7 @@ async fn reactivate(
         headers,
         raw,
         body.reason,
-        Operation::Reactivate,
+        Operation::Reactivate { by },
     )
     .await
 }
@@ -1315,6 +1518,7 @@ async fn resize(
 ) -> Result<Response, ApiError> {
     let compiled = compiled(&state).await?;
     check_tier(&compiled.platform, &body.tier)?;
+    let by = role(&caller);
     simple(
         state,
         caller,
@@ -1322,7 +1526,10 @@ async fn resize(
         headers,
         raw,
         body.reason,
-        Operation::Resize { tier: body.tier },
+        Operation::Resize {
+            tier: body.tier,
+            by,
+        },
     )
     .await
 }
@@ -1339,7 +1546,7 @@ async fn rotate_proxy_token(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ReasonBody = optional_body(&raw)?;
+    let body: ReasonBody = optional_body(&headers, &raw)?;
     let name = authorize_tenant(&state, &caller, &name).await?;
     let actor = caller.actor.clone();
     let st = state.clone();
@@ -1484,7 +1691,9 @@ async fn history(
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
-    let name = authorize_tenant(&state, &caller, &name).await?;
+    let incarnation =
+        authorize_incarnation(&state, &caller, &name, query.incarnation.as_deref()).await?;
+    let name = incarnation.name.clone();
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Invalid {
@@ -1496,7 +1705,13 @@ async fn history(
     let st = state.clone();
     let n = name.to_string();
     let entries = tokio::task::spawn_blocking(move || {
-        crate::reader::history(&st.config.repo.local_path, &st.tracking_ref(), &n, limit)
+        crate::reader::history(
+            &st.config.repo.local_path,
+            &st.tracking_ref(),
+            &n,
+            incarnation.uid.as_deref(),
+            limit,
+        )
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -1630,5 +1845,7 @@ pub fn router(state: Shared) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(check_request_id))
         .with_state(state)
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use compiler::incremental::{tenant_change, FileChange};
 use compiler::spec::{
-    Language, ModelRef, TelegramId, TenantSpec, TenantState, Thinking, TierName, TokenSha256,
+    Language, ModelRef, Suspender, TelegramId, TenantSpec, TenantState, Thinking, TierName,
+    TokenSha256,
 };
 use compiler::{Platform, Templates, TenantFiles};
 use git2::{Oid, Repository, Tree};
@@ -35,6 +36,20 @@ pub struct Change {
     pub request_id: String,
 }
 
+/// In which role a caller asks for a change whose rules depend on it. Rules that read the
+/// tenant's current spec (who suspended it, which tier it is on) are checked when the change is
+/// applied to the head, so two requests cannot race past them. Outbox rows written before the
+/// role existed were checked by the rules of their day: they replay as `admin`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The tenant's owner.
+    Customer,
+    /// An admin (admin API token, or a customer listed in `auth.admin_telegram_ids`).
+    #[default]
+    Admin,
+}
+
 /// What a change does. Values were checked at the HTTP boundary and are checked again when applied
 /// (the platform may have changed in between).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +61,11 @@ pub enum Operation {
         /// The customer who owns the new tenant (recorded in the tenants index).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner_id: Option<String>,
+        /// For a customer's own sign-up: the most tenants the owner may have, checked by the
+        /// writer against the tenants index when it applies the change (so concurrent sign-ups
+        /// cannot race past it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner_cap: Option<u32>,
     },
     UpdateSettings {
         model: Option<String>,
@@ -53,10 +73,18 @@ pub enum Operation {
         language: Option<String>,
         allow_from: Option<Vec<i64>>,
     },
-    Suspend,
-    Reactivate,
+    Suspend {
+        #[serde(default)]
+        by: Role,
+    },
+    Reactivate {
+        #[serde(default)]
+        by: Role,
+    },
     Resize {
         tier: String,
+        #[serde(default)]
+        by: Role,
     },
     RotateProxyToken {
         sha256: String,
@@ -66,7 +94,6 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// The `Action:` trailer.
     /// The owner a change records in the tenants index (provisioning only).
     pub fn owner_id(&self) -> Option<String> {
         match self {
@@ -75,12 +102,25 @@ impl Operation {
         }
     }
 
+    /// The owner and their tenant cap, for a customer's own sign-up.
+    pub fn owner_cap(&self) -> Option<(&str, u32)> {
+        match self {
+            Operation::Provision {
+                owner_id: Some(owner),
+                owner_cap: Some(cap),
+                ..
+            } => Some((owner, *cap)),
+            _ => None,
+        }
+    }
+
+    /// The `Action:` trailer.
     pub fn action(&self) -> &'static str {
         match self {
             Operation::Provision { .. } => "provision",
             Operation::UpdateSettings { .. } => "update-settings",
-            Operation::Suspend => "suspend",
-            Operation::Reactivate => "reactivate",
+            Operation::Suspend { .. } => "suspend",
+            Operation::Reactivate { .. } => "reactivate",
             Operation::Resize { .. } => "resize",
             Operation::RotateProxyToken { .. } => "rotate-proxy-token",
             Operation::Destroy => "destroy",
@@ -98,6 +138,10 @@ pub enum ChangeError {
     /// A value the platform does not accept; `field` names the request field.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// The caller may not make this change in their role (a customer lifting the platform's
+    /// suspension, moving up a tier, going over their tenant cap).
+    #[error("{0}")]
+    Forbidden(String),
     /// The repository holds something the api cannot work with (a broken spec merged by hand).
     #[error("the state repo cannot take this change: {0}")]
     Repo(String),
@@ -139,6 +183,8 @@ pub struct Planned {
     pub edits: Vec<Edit>,
     /// The owner's email after the change; None when the tenant is gone.
     pub owner_email: Option<String>,
+    /// The incarnation's uid after the change (`metadata.uid`), when the spec has one.
+    pub uid: Option<String>,
 }
 
 pub fn spec_path(name: &str) -> String {
@@ -241,15 +287,18 @@ pub fn plan(
     })?;
 
     let mut edits = Vec::with_capacity(generated.len() + 2);
+    let mut uid = None;
     let owner_email = match &next {
         Some(files) => {
             let spec_yaml = files.spec.clone().unwrap_or_default();
-            let owner = TenantSpec::parse(&spec_path(name), &spec_yaml)
-                .map(|s| s.spec.owner.email.to_string())
-                .map_err(|d| ChangeError::Invalid {
+            let spec = TenantSpec::parse(&spec_path(name), &spec_yaml).map_err(|d| {
+                ChangeError::Invalid {
                     field: "spec".into(),
                     message: d.to_string(),
-                })?;
+                }
+            })?;
+            uid = spec.metadata.uid.as_ref().map(ToString::to_string);
+            let owner = spec.spec.owner.email.to_string();
             edits.push(Edit::Write {
                 path: spec_path(name),
                 contents: spec_yaml.into_bytes(),
@@ -278,7 +327,11 @@ pub fn plan(
             FileChange::Remove { path } => Edit::Remove { path },
         });
     }
-    Ok(Planned { edits, owner_email })
+    Ok(Planned {
+        edits,
+        owner_email,
+        uid,
+    })
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ChangeError {
@@ -370,9 +423,50 @@ fn edit_spec(
                 spec.spec.agent.allow_from = check_allow_from(ids)?;
             }
         }
-        Operation::Suspend => spec.spec.state = TenantState::Suspended,
-        Operation::Reactivate => spec.spec.state = TenantState::Active,
-        Operation::Resize { tier } => spec.spec.tier = check_tier(platform, tier)?,
+        Operation::Suspend { by } => {
+            let by = match by {
+                Role::Customer => Suspender::Customer,
+                Role::Admin => Suspender::Platform,
+            };
+            // A suspension is never weakened: the platform's stays the platform's when the
+            // customer suspends too.
+            let kept = match spec.spec.state {
+                TenantState::Suspended => {
+                    Some(spec.spec.suspended_by.unwrap_or(Suspender::Platform))
+                }
+                TenantState::Active => None,
+            };
+            spec.spec.state = TenantState::Suspended;
+            spec.spec.suspended_by = Some(match kept {
+                Some(Suspender::Customer) | None => by,
+                Some(other) => other,
+            });
+        }
+        Operation::Reactivate { by } => {
+            if *by == Role::Customer
+                && spec.spec.state == TenantState::Suspended
+                && spec.spec.suspended_by != Some(Suspender::Customer)
+            {
+                let who = spec.spec.suspended_by.unwrap_or(Suspender::Platform);
+                return Err(ChangeError::Forbidden(format!(
+                    "tenant {:?} was suspended by {}; only an admin can reactivate it (contact support)",
+                    spec.metadata.name.as_str(),
+                    match who {
+                        Suspender::Billing => "billing",
+                        _ => "the platform",
+                    }
+                )));
+            }
+            spec.spec.state = TenantState::Active;
+            spec.spec.suspended_by = None;
+        }
+        Operation::Resize { tier, by } => {
+            let tier = check_tier(platform, tier)?;
+            if *by == Role::Customer {
+                check_move_down(platform, &spec.spec.tier, &tier)?;
+            }
+            spec.spec.tier = tier;
+        }
         Operation::RotateProxyToken {
             sha256,
             secrets_yaml,
@@ -384,6 +478,36 @@ fn edit_spec(
         Operation::Provision { .. } | Operation::Destroy => unreachable!("handled by plan"),
     }
     Ok(())
+}
+
+/// Until billing exists, a customer may only move a tenant down: to a tier none of whose limits
+/// (monthly token budget, tokens and requests per minute, concurrent requests, CPU, memory,
+/// storage) exceeds the current tier's. Moving up needs an admin.
+pub fn check_move_down(
+    platform: &Platform,
+    current: &TierName,
+    next: &TierName,
+) -> Result<(), ChangeError> {
+    let (Some(from), Some(to)) = (platform.tier(current), platform.tier(next)) else {
+        // An unknown current tier (a spec merged by hand) cannot be compared: refuse.
+        return Err(ChangeError::Forbidden(format!(
+            "tier {current:?} cannot be compared with {next:?}; ask support to change the tier"
+        )));
+    };
+    let down = to.monthly_token_budget <= from.monthly_token_budget
+        && to.tokens_per_minute <= from.tokens_per_minute
+        && to.requests_per_minute <= from.requests_per_minute
+        && to.concurrent_requests <= from.concurrent_requests
+        && to.cpu_limit <= from.cpu_limit
+        && to.memory_limit <= from.memory_limit
+        && to.storage <= from.storage;
+    if down {
+        Ok(())
+    } else {
+        Err(ChangeError::Forbidden(format!(
+            "moving from tier {current:?} to {next:?} is a move up, which needs an admin (contact support)"
+        )))
+    }
 }
 
 /// The commit message: a subject, the reason, and the trailers auditors filter on.
@@ -428,7 +552,7 @@ mod tests {
     fn message_has_the_trailers() {
         let change = Change {
             tenant: "acme".into(),
-            operation: Operation::Suspend,
+            operation: Operation::Suspend { by: Role::Admin },
             actor: Actor {
                 name: "ops".into(),
                 email: "ops@example.com".into(),
@@ -463,6 +587,20 @@ mod tests {
         };
         let json = serde_json::to_string(&change).unwrap();
         assert_eq!(serde_json::from_str::<Change>(&json).unwrap(), change);
+    }
+
+    #[test]
+    fn outbox_rows_from_before_roles_replay_as_admin() {
+        let old: Operation = serde_json::from_str(r#"{"action":"reactivate"}"#).unwrap();
+        assert_eq!(old, Operation::Reactivate { by: Role::Admin });
+        let old: Operation = serde_json::from_str(r#"{"action":"resize","tier":"pro"}"#).unwrap();
+        assert_eq!(
+            old,
+            Operation::Resize {
+                tier: "pro".into(),
+                by: Role::Admin
+            }
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn tenant(
         });
     let last_commit = match hinted {
         Some(commit) => Some(entry(&repo.find_commit(commit)?)),
-        None => walk(&repo, tip, name, 1)?.into_iter().next(),
+        None => walk(&repo, tip, name, None, 1)?.into_iter().next(),
     };
     Ok(Some(TenantView {
         name: name.to_owned(),
@@ -96,25 +96,44 @@ pub fn tenant(
     }))
 }
 
-/// The commits that changed tenants/<shard>/<name>/, newest first, at most `limit`.
+/// The commits that changed tenants/<shard>/<name>/ in the incarnation with `uid` (None: the
+/// spec has no uid), newest first, at most `limit`. A commit belongs to the incarnation whose uid
+/// the spec has after it, or, for the commit that removed the tenant, before it: another
+/// incarnation under the same name (an earlier owner's, a later owner's) never shows.
 pub fn history(
     path: &Path,
     tracking_ref: &str,
     name: &str,
+    uid: Option<&str>,
     limit: usize,
 ) -> Result<Vec<HistoryEntry>, ReadError> {
     let repo = Repository::open_bare(path)?;
     let tip = tracking_tip(&repo, tracking_ref)?;
-    walk(&repo, tip, name, limit)
+    walk(&repo, tip, name, Some(uid), limit)
+}
+
+/// The uid of the tenant's spec in `tree`: Some(None) for a spec without one (or one that does
+/// not parse), None when there is no spec.
+fn uid_in(repo: &Repository, tree: &git2::Tree<'_>, name: &str) -> Option<Option<String>> {
+    let text = crate::state_repo::read_file(repo, tree, &spec_path(name))?;
+    let text = String::from_utf8_lossy(&text);
+    Some(
+        compiler::spec::TenantSpec::parse(&spec_path(name), &text)
+            .ok()
+            .and_then(|s| s.metadata.uid)
+            .map(|u| u.to_string()),
+    )
 }
 
 /// `git log -- 'tenants/*/<name>'`: a commit is listed when the folder differs from every parent's
 /// (a merge that took one side unchanged is skipped, as git does). Comparing tree ids first keeps
 /// the walk cheap: only commits whose shard folder tenants/<shard>/ changed are looked into.
+/// `incarnation` keeps only the commits of the incarnation with that uid (see [`history`]).
 fn walk(
     repo: &Repository,
     tip: Oid,
     name: &str,
+    incarnation: Option<Option<&str>>,
     limit: usize,
 ) -> Result<Vec<HistoryEntry>, ReadError> {
     let folder = compiler::layout::spec_dir(name);
@@ -142,6 +161,18 @@ fn walk(
             }
         }
         if changed {
+            if let Some(wanted) = incarnation {
+                let uid = match uid_in(repo, &tree, name) {
+                    Some(uid) => uid,
+                    None => match commit.parents().next() {
+                        Some(parent) => uid_in(repo, &parent.tree()?, name).flatten(),
+                        None => None,
+                    },
+                };
+                if uid.as_deref() != wanted {
+                    continue;
+                }
+            }
             entries.push(entry(&commit));
             if entries.len() >= limit {
                 break;

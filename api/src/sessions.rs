@@ -171,8 +171,14 @@ fn with_cookies(mut response: Response, cookies: Vec<HeaderValue>) -> Response {
     response
 }
 
-fn browser_session(state: &AppState, access: &str, refresh: &str, response: Response) -> Response {
-    let csrf = auth::new_csrf_token();
+fn browser_session(
+    state: &AppState,
+    customer: &Customer,
+    access: &str,
+    refresh: &str,
+    response: Response,
+) -> Response {
+    let csrf = state.auth.csrf_token(&customer.id, customer.session_epoch);
     with_cookies(
         response,
         auth::session_cookies(access, refresh, &csrf, &state.config.auth),
@@ -198,10 +204,15 @@ async fn telegram_customer(
         state.config.auth.telegram_login_max_age_seconds as i64,
     )
     .map_err(login_error)?;
-    // Single use: the same signed data presented again is a replay.
+    // Single use: the same signed data presented again is a replay. The record is keyed on the
+    // signature's bytes, not its text: the check accepts hex in either case, so the text of one
+    // signature has many spellings.
     let max_age = state.config.auth.telegram_login_max_age_seconds as i64;
-    let signature = fields.get("hash").map(String::as_str).unwrap_or_default();
-    let digest = hex::encode(Sha256::digest(signature.as_bytes()));
+    let signature = fields
+        .get("hash")
+        .and_then(|h| hex::decode(h).ok())
+        .unwrap_or_default();
+    let digest = hex::encode(Sha256::digest(&signature));
     let first = state
         .store
         .first_use_of_login(
@@ -279,7 +290,9 @@ pub async fn telegram_callback(
         [(header::LOCATION, state.config.auth.login_redirect.clone())],
     )
         .into_response();
-    Ok(browser_session(&state, &access, &refresh, redirect))
+    Ok(browser_session(
+        &state, &customer, &access, &refresh, redirect,
+    ))
 }
 
 /// Dev mode only: sign in as the customer with this Telegram id (created on first use), without
@@ -400,6 +413,7 @@ pub async fn refresh(
         Presented::Body(_) => session_json(&state, &customer, access, next),
         Presented::Cookie(_) => browser_session(
             &state,
+            &customer,
             &access,
             &next,
             StatusCode::NO_CONTENT.into_response(),
@@ -479,6 +493,9 @@ pub async fn update_me(
         .customer
         .clone()
         .ok_or_else(|| ApiError::Forbidden("admin API tokens have no account to change".into()))?;
+    if let Some(email) = &body.email {
+        crate::http::free_text("email", email)?;
+    }
     let email = body
         .email
         .map(|e| {
@@ -487,6 +504,16 @@ pub async fn update_me(
                 .map_err(|m| ApiError::field_error("email", m))
         })
         .transpose()?;
+    if let Some(name) = &body.display_name {
+        crate::http::free_text("displayName", name)?;
+        if name.chars().count() > 100 || name.contains(['<', '>']) {
+            return Err(ApiError::field_error(
+                "displayName",
+                "at most 100 characters, without < or >",
+            ));
+        }
+    }
+    crate::http::check_write_limit(&state, &caller)?;
     let name = body.display_name.map(|n| auth::clean_name(&n));
     if name.as_deref() == Some("") {
         return Err(ApiError::field_error(

@@ -42,6 +42,8 @@ pub struct TenantRow {
     pub name: String,
     /// The owning customer; None for a tenant the index knows no owner of.
     pub owner_id: Option<String>,
+    /// The incarnation's uid (the spec's `metadata.uid`); None for tenants without one.
+    pub uid: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_commit: String,
@@ -51,8 +53,11 @@ pub struct TenantRow {
 #[derive(Debug, Clone)]
 pub enum IndexEffect {
     /// The tenant exists after the change (created or updated). `owner_id` is set by a
-    /// provision; None keeps the recorded owner.
-    Upsert { owner_id: Option<String> },
+    /// provision; None keeps the recorded owner. `uid` is the spec's; None keeps the recorded one.
+    Upsert {
+        owner_id: Option<String>,
+        uid: Option<String>,
+    },
     /// The tenant is gone after the change.
     Remove,
 }
@@ -165,9 +170,9 @@ impl Store {
     }
 
     pub async fn tenant(&self, name: &str) -> Result<Option<TenantRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants WHERE name = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1"
+        ))
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
@@ -183,9 +188,9 @@ impl Store {
 
     /// Every tenant in the index, sorted by name.
     pub async fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants ORDER BY name",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(tenant_row).collect()
@@ -281,9 +286,7 @@ impl Store {
         let mut names: Vec<&str> = batch.iter().map(|c| c.tenant.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        let mut select = String::from(
-            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants WHERE name IN (",
-        );
+        let mut select = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name IN (");
         placeholders(&mut select, 1, names.len(), 1);
         select.push(')');
         let mut query = sqlx::query(&select);
@@ -306,7 +309,7 @@ impl Store {
         let mut removed: Vec<&str> = Vec::new();
         for change in batch {
             let owner = match &change.index {
-                IndexEffect::Upsert { owner_id } => owner_id
+                IndexEffect::Upsert { owner_id, .. } => owner_id
                     .as_ref()
                     .map(|id| owners.resolve(id))
                     .or_else(|| last.get(change.tenant.as_str()).and_then(|(_, o)| *o)),
@@ -319,6 +322,24 @@ impl Store {
         }
         removed.sort_unstable();
         removed.dedup();
+        // A removed tenant's incarnation is kept: its owner still reads its history and usage,
+        // and its usage no longer counts for the name.
+        for name in &removed {
+            if let Some(row) = before.get(*name) {
+                sqlx::query(
+                    "INSERT INTO past_incarnations (ledger_key, tenant, uid, owner_id, created_at, destroyed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ledger_key) DO NOTHING",
+                )
+                .bind(ledger_key(&row.name, row.uid.as_deref()))
+                .bind(&row.name)
+                .bind(row.uid.clone())
+                .bind(row.owner_id.clone())
+                .bind(row.created_at)
+                .bind(batch.last().map(|c| c.at).unwrap_or_default())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         if !removed.is_empty() {
             let mut delete = String::from("DELETE FROM tenants WHERE name IN (");
             placeholders(&mut delete, 1, removed.len(), 1);
@@ -336,31 +357,38 @@ impl Store {
             .collect();
         if !upserts.is_empty() {
             let mut upsert = String::from(
-                "INSERT INTO tenants (name, owner_id, created_at, updated_at, last_commit) VALUES ",
+                "INSERT INTO tenants (name, owner_id, uid, created_at, updated_at, last_commit) VALUES ",
             );
             for i in 0..upserts.len() {
                 if i > 0 {
                     upsert.push_str(", ");
                 }
-                let n = i * 4;
+                let n = i * 5;
                 upsert.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
                     n + 1,
                     n + 2,
                     n + 3,
-                    n + 3,
-                    n + 4
+                    n + 4,
+                    n + 4,
+                    n + 5
                 ));
             }
             upsert.push_str(
                 " ON CONFLICT (name) DO UPDATE SET owner_id = COALESCE(excluded.owner_id, tenants.owner_id), \
+                 uid = COALESCE(excluded.uid, tenants.uid), \
                  updated_at = excluded.updated_at, last_commit = excluded.last_commit",
             );
             let mut query = sqlx::query(&upsert);
             for (name, owner, change) in &upserts {
+                let uid = match &change.index {
+                    IndexEffect::Upsert { uid, .. } => uid.clone(),
+                    IndexEffect::Remove => None,
+                };
                 query = query
                     .bind(*name)
                     .bind(owner.cloned())
+                    .bind(uid)
                     .bind(change.at)
                     .bind(&change.commit_id);
             }
@@ -402,17 +430,24 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         for change in batch.iter().rev() {
+            if let (IndexEffect::Remove, Some(prior)) = (&change.index, &change.prior) {
+                sqlx::query("DELETE FROM past_incarnations WHERE ledger_key = $1")
+                    .bind(ledger_key(&prior.name, prior.uid.as_deref()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             match &change.prior {
                 Some(prior) => {
                     sqlx::query(
-                        "INSERT INTO tenants (name, owner_id, created_at, updated_at, last_commit) \
-                         VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (name) DO UPDATE SET owner_id = excluded.owner_id, \
+                        "INSERT INTO tenants (name, owner_id, uid, created_at, updated_at, last_commit) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (name) DO UPDATE SET owner_id = excluded.owner_id, uid = excluded.uid, \
                          created_at = excluded.created_at, updated_at = excluded.updated_at, \
                          last_commit = excluded.last_commit",
                     )
                     .bind(&prior.name)
                     .bind(prior.owner_id.clone())
+                    .bind(prior.uid.clone())
                     .bind(prior.created_at)
                     .bind(prior.updated_at)
                     .bind(&prior.last_commit)
@@ -713,11 +748,75 @@ impl Store {
         Ok(())
     }
 
+    /// How many tenants a customer owns.
+    pub async fn tenant_count_of(&self, owner_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tenants WHERE owner_id = $1")
+            .bind(owner_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    /// A destroyed incarnation of tenant `name`: the one with `uid`, or (None) the most recently
+    /// destroyed one, of `owner_id` when given.
+    pub async fn past_incarnation(
+        &self,
+        name: &str,
+        uid: Option<&str>,
+        owner_id: Option<&str>,
+    ) -> Result<Option<PastIncarnation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT ledger_key, tenant, uid, owner_id, created_at, destroyed_at FROM past_incarnations \
+             WHERE tenant = $1 AND ($2 IS NULL OR uid = $2) AND ($3 IS NULL OR owner_id = $3) \
+             ORDER BY destroyed_at DESC, created_at DESC LIMIT 1",
+        )
+        .bind(name)
+        .bind(uid.map(str::to_owned))
+        .bind(owner_id.map(str::to_owned))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(PastIncarnation {
+                ledger_key: r.try_get("ledger_key")?,
+                name: r.try_get("tenant")?,
+                uid: r.try_get("uid")?,
+                owner_id: r.try_get("owner_id")?,
+                created_at: r.try_get("created_at")?,
+                destroyed_at: r.try_get("destroyed_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The ledger key of the live incarnation of each of `names` that the index knows (see
+    /// [`ledger_key`]); names it does not know are absent.
+    pub async fn ledger_keys(
+        &self,
+        names: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut keys = std::collections::HashMap::with_capacity(names.len());
+        for chunk in names.chunks(1000) {
+            let mut select = String::from("SELECT name, uid FROM tenants WHERE name IN (");
+            placeholders(&mut select, 1, chunk.len(), 1);
+            select.push(')');
+            let mut query = sqlx::query(&select);
+            for name in chunk {
+                query = query.bind(*name);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let name: String = row.try_get("name")?;
+                let uid: Option<String> = row.try_get("uid")?;
+                keys.insert(name.clone(), ledger_key(&name, uid.as_deref()));
+            }
+        }
+        Ok(keys)
+    }
+
     /// The tenants a customer owns, sorted by name.
     pub async fn tenants_of(&self, owner_id: &str) -> Result<Vec<TenantRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, owner_id, created_at, updated_at, last_commit FROM tenants WHERE owner_id = $1 ORDER BY name",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE owner_id = $1 ORDER BY name"
+        ))
         .bind(owner_id)
         .fetch_all(&self.pool)
         .await?;
@@ -998,10 +1097,40 @@ fn placeholder_rows(sql: &mut String, count: usize, width: usize) {
     }
 }
 
+/// The columns [`tenant_row`] reads.
+const TENANT_COLUMNS: &str = "name, owner_id, uid, created_at, updated_at, last_commit";
+
+/// The key under which the usage ledger keeps an incarnation's usage: `name@uid`, or the name
+/// alone for a tenant without a uid (made by hand, or before uids existed). Names cannot hold
+/// `@`, so keys of different incarnations never collide.
+pub fn ledger_key(name: &str, uid: Option<&str>) -> String {
+    match uid {
+        Some(uid) => format!("{name}@{uid}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The tenant name a ledger key belongs to.
+pub fn ledger_key_name(key: &str) -> &str {
+    key.split_once('@').map_or(key, |(name, _)| name)
+}
+
+/// A destroyed incarnation of a tenant, kept so that its owner can read its history and usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastIncarnation {
+    pub ledger_key: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub owner_id: Option<String>,
+    pub created_at: i64,
+    pub destroyed_at: i64,
+}
+
 fn tenant_row(r: &sqlx::any::AnyRow) -> Result<TenantRow, StoreError> {
     Ok(TenantRow {
         name: r.try_get("name")?,
         owner_id: r.try_get("owner_id")?,
+        uid: r.try_get("uid")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         last_commit: r.try_get("last_commit")?,
@@ -1040,7 +1169,10 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url, 2).await.unwrap();
         assert_eq!(store.next_seq().await.unwrap(), 1);
-        let upsert = || IndexEffect::Upsert { owner_id: None };
+        let upsert = || IndexEffect::Upsert {
+            owner_id: None,
+            uid: None,
+        };
         store
             .record_batch(&[change(1, "acme", upsert(), None)], &[], 0)
             .await
@@ -1115,6 +1247,7 @@ mod tests {
                 tenant,
                 IndexEffect::Upsert {
                     owner_id: Some(owner.id.clone()),
+                    uid: None,
                 },
                 None,
             )

@@ -142,13 +142,16 @@ impl axum::extract::FromRequestParts<Shared> for ProxyCaller {
     }
 }
 
-/// Whether `caller` may see `tenant`'s usage: the tenant authorization check of every tenant
-/// endpoint ([`crate::http::authorize_tenant`]): admins see all tenants, customers their own,
-/// and another customer's tenant is a 404.
-async fn authorize(state: &Shared, caller: &Caller, tenant: &TenantName) -> Result<(), ApiError> {
-    crate::http::authorize_tenant(state, caller, tenant.as_str())
-        .await
-        .map(|_| ())
+/// The incarnation of `tenant` whose usage `caller` may see, by the check of every endpoint that
+/// reads a tenant's past ([`crate::http::authorize_incarnation`]): admins see all, customers the
+/// incarnations they owned, and anything else is a 404.
+async fn authorize(
+    state: &Shared,
+    caller: &Caller,
+    tenant: &TenantName,
+    uid: Option<&str>,
+) -> Result<crate::http::Incarnation, ApiError> {
+    crate::http::authorize_incarnation(state, caller, tenant.as_str(), uid).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -686,21 +689,47 @@ pub async fn periods(pool: &AnyPool, tenant: &str) -> Result<Vec<(String, Totals
         .collect()
 }
 
-/// Billable tokens per tenant in `period` (tenants without usage are absent).
+/// Billable tokens per tenant name in `period`, counting only live incarnations: usage of a
+/// destroyed one never counts for a later tenant of the same name (tenants without usage are
+/// absent).
 pub async fn billable_by_tenant(
     pool: &AnyPool,
     period: Period,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT tenant, CAST(SUM(billable_tokens) AS BIGINT) AS billable_tokens FROM usage_monthly \
-         WHERE period = $1 GROUP BY tenant",
+         WHERE period = $1 AND tenant NOT IN (SELECT ledger_key FROM past_incarnations) GROUP BY tenant",
     )
     .bind(period.label())
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("tenant")?, r.try_get("billable_tokens")?)))
-        .collect()
+    let mut by_name: BTreeMap<String, i64> = BTreeMap::new();
+    for row in &rows {
+        let key: String = row.try_get("tenant")?;
+        let used: i64 = row.try_get("billable_tokens")?;
+        *by_name
+            .entry(crate::store::ledger_key_name(&key).to_owned())
+            .or_default() += used;
+    }
+    Ok(by_name.into_iter().collect())
+}
+
+/// Files each event under the ledger key of its tenant's live incarnation (`name@uid`, see
+/// [`crate::store::ledger_key`]); events of tenants the index does not know keep their name.
+pub async fn key_by_incarnation(
+    store: &crate::store::Store,
+    events: &mut [Event],
+) -> Result<(), crate::store::StoreError> {
+    let mut names: Vec<&str> = events.iter().map(|e| e.tenant.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let keys = store.ledger_keys(&names).await?;
+    for event in events.iter_mut() {
+        if let Some(key) = keys.get(&event.tenant) {
+            event.tenant = key.clone();
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -738,8 +767,11 @@ async fn ingest_usage(
         metrics::counter!("api_usage_batches_total", "result" => "refused").increment(1);
     })?;
     let sent = batch.events.len();
-    let events = check_batch(batch).map_err(refused)?;
+    let mut events = check_batch(batch).map_err(refused)?;
     drop(body);
+    key_by_incarnation(&state.store, &mut events)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot store usage events: {e}")))?;
     let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let writer = match &state.ledger.sqlite_writer {
         Some(lock) => Some(lock.lock().await),
@@ -765,6 +797,16 @@ async fn ingest_usage(
 pub struct UsageQuery {
     /// The UTC month, `YYYY-MM`; default the current one.
     pub period: Option<String>,
+    /// The uid of the incarnation to read (default: the live one, else the caller's most
+    /// recently destroyed one).
+    pub incarnation: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodsQuery {
+    /// As in [`UsageQuery`].
+    pub incarnation: Option<String>,
 }
 
 /// One UTC day of a period.
@@ -843,13 +885,13 @@ fn tenant_param(name: &str) -> Result<TenantName, ApiError> {
     })
 }
 
-/// Whether `tenant` exists at the state repo's head (per the budget feed's view of it) or ever
-/// had usage (a destroyed tenant keeps its history).
-async fn known_tenant(state: &Shared, tenant: &str) -> Result<bool, ApiError> {
-    if state.ledger.feed.budget_of(tenant).is_some() {
+/// Whether the incarnation exists (the tenants index lists it) or ever had usage (a destroyed
+/// tenant keeps its history).
+async fn known_tenant(state: &Shared, tenant: &crate::http::Incarnation) -> Result<bool, ApiError> {
+    if tenant.live {
         return Ok(true);
     }
-    Ok(!periods(state.store.pool(), tenant)
+    Ok(!periods(state.store.pool(), &tenant.ledger_key)
         .await
         .map_err(unavailable)?
         .is_empty())
@@ -867,7 +909,8 @@ async fn tenant_usage(
     Query(query): Query<UsageQuery>,
 ) -> Result<Json<UsageReport>, ApiError> {
     let name = tenant_param(&name)?;
-    authorize(&state, &caller, &name).await?;
+    let incarnation = authorize(&state, &caller, &name, query.incarnation.as_deref()).await?;
+    let key = incarnation.ledger_key.as_str();
     let today = OffsetDateTime::now_utc().date();
     let current = Period::of(OffsetDateTime::now_utc());
     let period = match &query.period {
@@ -889,19 +932,15 @@ async fn tenant_usage(
             ),
         });
     }
-    if !known_tenant(&state, name.as_str()).await? {
+    if !known_tenant(&state, &incarnation).await? {
         return Err(ApiError::NotFound(format!(
             "tenant {:?} does not exist and has no usage",
             name.as_str()
         )));
     }
     let pool = state.store.pool();
-    let days = by_day(pool, name.as_str(), period)
-        .await
-        .map_err(unavailable)?;
-    let models = by_model(pool, name.as_str(), period)
-        .await
-        .map_err(unavailable)?;
+    let days = by_day(pool, key, period).await.map_err(unavailable)?;
+    let models = by_model(pool, key, period).await.map_err(unavailable)?;
     let mut total = Totals::default();
     for (_, t) in &models {
         total.add(t);
@@ -923,7 +962,7 @@ async fn tenant_usage(
         }
         day = day.next_day().expect("days within a month");
     }
-    let (budget, feed_state) = if period == current {
+    let (budget, feed_state) = if period == current && incarnation.live {
         match state.ledger.feed.budget_of(name.as_str()) {
             Some(budget) => (
                 Some(budget),
@@ -952,20 +991,23 @@ async fn tenant_usage(
 }
 
 /// The periods in which a tenant used tokens, with their totals, newest first.
-#[utoipa::path(get, path = "/v1/tenants/{name}/usage/periods", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/tenants/{name}/usage/periods", params(("name" = String, Path), PeriodsQuery),
     responses((status = 200, body = PeriodList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn tenant_periods(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,
+    Query(query): Query<PeriodsQuery>,
 ) -> Result<Json<PeriodList>, ApiError> {
     let name = tenant_param(&name)?;
-    authorize(&state, &caller, &name).await?;
-    let list = periods(state.store.pool(), name.as_str())
+    let incarnation = authorize(&state, &caller, &name, query.incarnation.as_deref()).await?;
+    let list = periods(state.store.pool(), &incarnation.ledger_key)
         .await
         .map_err(unavailable)?;
-    if list.is_empty() && state.ledger.feed.budget_of(name.as_str()).is_none() {
+    if list.is_empty()
+        && !(incarnation.live && state.ledger.feed.budget_of(name.as_str()).is_some())
+    {
         return Err(ApiError::NotFound(format!(
             "tenant {:?} does not exist and has no usage",
             name.as_str()

@@ -164,6 +164,7 @@ enum Applied {
     Commit {
         commit: Oid,
         owner_email: Option<String>,
+        uid: Option<String>,
     },
     Unchanged,
 }
@@ -411,6 +412,7 @@ impl Writer {
         Ok(Applied::Commit {
             commit,
             owner_email: planned.owner_email,
+            uid: planned.uid,
         })
     }
 
@@ -478,10 +480,15 @@ impl Writer {
                 idempotency,
                 reply,
             } = job;
+            if let Err(e) = self.within_cap(&change, &fresh) {
+                let _ = reply.send(Err(e));
+                continue;
+            }
             match self.apply(self.tip, &change) {
                 Ok(Applied::Commit {
                     commit,
                     owner_email,
+                    uid,
                 }) => {
                     let seq = self.next_seq;
                     self.next_seq += 1;
@@ -497,6 +504,7 @@ impl Writer {
                         index: match owner_email {
                             Some(_) => IndexEffect::Upsert {
                                 owner_id: change.operation.owner_id(),
+                                uid,
                             },
                             None => IndexEffect::Remove,
                         },
@@ -618,6 +626,30 @@ impl Writer {
         }
         self.pending.extend(fresh);
         self.flush();
+    }
+
+    /// A customer's own sign-up must leave them within their tenant cap. The writer is the one
+    /// place every change goes through in order, so counting here (the tenants index, which
+    /// holds every recorded change, plus this batch's sign-ups) cannot be raced past.
+    fn within_cap(&self, change: &Change, fresh: &[Pending]) -> Result<(), WriteError> {
+        let Some((owner, cap)) = change.operation.owner_cap() else {
+            return Ok(());
+        };
+        let recorded = self
+            .runtime
+            .block_on(self.store.tenant_count_of(owner))
+            .map_err(WriteError::from)?;
+        let in_batch = fresh
+            .iter()
+            .filter(|p| p.change.operation.owner_id().as_deref() == Some(owner))
+            .count() as i64;
+        let owned = recorded + in_batch;
+        if owned >= i64::from(cap) {
+            return Err(WriteError::Change(ChangeError::Forbidden(format!(
+                "you own {owned} agents, the most one account may have ({cap}); destroy one or ask support"
+            ))));
+        }
+        Ok(())
     }
 
     /// Pushes the pending commits, re-applying them after rejections.

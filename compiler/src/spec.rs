@@ -71,6 +71,20 @@ macro_rules! string_newtype {
     };
 }
 
+/// Characters refused in free text that reaches git or a database (reasons, names, emails): control
+/// characters (C0, DEL, C1: NUL, CR, ESC, ...), the line and paragraph separators U+2028 and
+/// U+2029, and the bidirectional embeddings, overrides and isolates, which reorder what a reader
+/// sees. They can cut a commit message short, forge a trailer line, or hide text.
+pub fn refused_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 fn shown(value: &str) -> String {
     let mut s: String = value.chars().take(60).collect();
     if value.chars().count() > 60 {
@@ -154,10 +168,20 @@ string_newtype!(
      "description": "provider/model, one of the models in templates/platform.yaml"}
 );
 
+/// Longest language tag accepted (the schema's `maxLength` says the same).
+pub const MAX_LANGUAGE_LEN: usize = 35;
+
 string_newtype!(
     /// A BCP 47 language tag such as `en` or `pt-BR`: the language the agent answers in.
     Language,
     |v| {
+        if v.len() > MAX_LANGUAGE_LEN {
+            return Err(format!(
+                "language {} is {} characters long; a BCP 47 tag here is at most {MAX_LANGUAGE_LEN}",
+                shown(v),
+                v.len()
+            ));
+        }
         let mut parts = v.split('-');
         let primary = parts.next().unwrap_or_default();
         let ok = (2..=3).contains(&primary.len())
@@ -165,8 +189,29 @@ string_newtype!(
             && parts.all(|p| (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
         if ok { Ok(()) } else { Err(format!("language {} is not a BCP 47 tag such as en or pt-BR", shown(v))) }
     },
-    {"type": "string", "maxLength": 35, "pattern": "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+    {"type": "string", "maxLength": MAX_LANGUAGE_LEN, "pattern": "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
      "description": "BCP 47 language tag, e.g. en, de, pt-BR"}
+);
+
+string_newtype!(
+    /// The identity of one incarnation of a tenant: a UUID minted when the api provisions it. A
+    /// name destroyed and provisioned again gets a new one, and history, usage and budgets are
+    /// scoped to it, so a new owner of a reused name sees nothing of the previous one.
+    TenantUid,
+    |v| {
+        let ok = v.len() == 36
+            && v.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("uid {} is not a lowercase UUID (8-4-4-4-12 hex digits)", shown(v)))
+        }
+    },
+    {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+     "description": "the tenant incarnation's identity, a UUID the api mints at provisioning; never reused"}
 );
 
 string_newtype!(
@@ -195,7 +240,7 @@ string_newtype!(
     Email,
     |v| {
         let ok = v.len() <= 254
-            && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !v.chars().any(|c| c.is_whitespace() || refused_char(c))
             && v.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty() && local.len() <= 64 && domain.contains('.') && !domain.contains('@')
                     && !domain.starts_with('.') && !domain.ends_with('.')
@@ -296,6 +341,30 @@ impl TenantState {
     }
 }
 
+/// Who suspended a tenant: the state the reactivation rule reads. A customer may lift only a
+/// suspension they made; a suspended spec without `suspendedBy` (an SRE's edit, a spec from before
+/// the field existed) counts as the platform's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Suspender {
+    /// The owner, through the api.
+    Customer,
+    /// An admin (or an SRE).
+    Platform,
+    /// Billing (unpaid invoices).
+    Billing,
+}
+
+impl Suspender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suspender::Customer => "customer",
+            Suspender::Platform => "platform",
+            Suspender::Billing => "billing",
+        }
+    }
+}
+
 /// How hard the model thinks by default (OpenClaw's agents.defaults.thinkingDefault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -384,6 +453,10 @@ fn kind_schema(_: &mut SchemaGenerator) -> Schema {
 pub struct Metadata {
     /// Must equal the name of the tenant folder, tenants/<shard>/<name>/.
     pub name: TenantName,
+    /// This incarnation's identity, minted by the api at provisioning (absent on tenants made by
+    /// hand or before uids existed). Never change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<TenantUid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -394,6 +467,9 @@ pub struct Spec {
     pub tier: TierName,
     /// `active` or `suspended`. Deleting a tenant means removing its folder.
     pub state: TenantState,
+    /// Who suspended the tenant (only with `state: suspended`). Absent counts as `platform`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_by: Option<Suspender>,
     pub agent: Agent,
     /// OAuth connections in Nango, written by the api. At most one per provider.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -495,6 +571,14 @@ impl TenantSpec {
             .located(source, positions().find("apiVersion"))
             .with_hint(format!("set `apiVersion: {API_VERSION}`")));
         }
+        if spec.spec.suspended_by.is_some() && spec.spec.state != TenantState::Suspended {
+            return Err(Diagnostic::file(
+                path,
+                "suspendedBy is set but state is not suspended".to_owned(),
+            )
+            .located(source, positions().find("suspendedBy"))
+            .with_hint("remove suspendedBy when the tenant is active"));
+        }
         if spec.kind != KIND {
             return Err(Diagnostic::file(
                 path,
@@ -565,6 +649,10 @@ mod tests {
         assert!(ModelRef::parse("kimi").is_err());
         assert!(Language::parse("pt-BR").is_ok());
         assert!(Language::parse("english").is_err());
+        assert!(Language::parse(format!("en{}", "-abcdefgh".repeat(4))).is_err());
+        assert!(Language::parse("en-abcdefgh-abcdefgh-abcdefgh").is_ok());
+        assert!(TenantUid::parse("0f4c2a9e-5b1d-4c3e-9a7f-2d6b8e1c0a53").is_ok());
+        assert!(TenantUid::parse("ACME").is_err());
         assert!(ImageRef::parse("ghcr.io/openclaw/openclaw:2026.9.6").is_ok());
         assert!(ImageRef::parse("ghcr.io/openclaw/openclaw:latest").is_err());
         assert!(ImageRef::parse("ghcr.io/openclaw/openclaw").is_err());

@@ -184,6 +184,8 @@ pub struct Options {
     pub login_per_minute: u32,
     pub signups_per_hour: u32,
     pub max_tenants_per_customer: u32,
+    /// Changes one customer may make per minute.
+    pub customer_writes_per_minute: u32,
     pub trusted_proxies: Vec<String>,
     /// Serve the state repo over git's smart HTTP protocol (`git http-backend`) behind basic
     /// auth with a token, as a hosted git service does, instead of as a path on this machine.
@@ -199,6 +201,7 @@ impl Default for Options {
             login_per_minute: 1000,
             signups_per_hour: 1000,
             max_tenants_per_customer: 3,
+            customer_writes_per_minute: 1000,
             trusted_proxies: Vec::new(),
             http_remote: false,
         }
@@ -302,6 +305,7 @@ impl Platform {
         config.auth.login_per_minute = options.login_per_minute;
         config.auth.signups_per_hour = options.signups_per_hour;
         config.auth.max_tenants_per_customer = options.max_tenants_per_customer;
+        config.auth.customer_writes_per_minute = options.customer_writes_per_minute;
         config.auth.trusted_proxies = options.trusted_proxies.clone();
         config.check().unwrap();
         let mut platform = Platform {

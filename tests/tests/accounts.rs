@@ -64,8 +64,11 @@ async fn accounts(backend: Backend) {
     let commit = repo
         .find_commit(git2::Oid::from_str(body["commit"].as_str().unwrap()).unwrap())
         .unwrap();
-    assert_eq!(commit.author().name(), Some("Alice"));
-    assert_eq!(commit.author().email(), Some("alice-bot@example.com"));
+    // The author is the account, never a name or email the customer typed.
+    let author = format!("customer {}", alice.customer_id);
+    let author_email = format!("{}@customers.openclaw.invalid", alice.customer_id);
+    assert_eq!(commit.author().name(), Some(author.as_str()));
+    assert_eq!(commit.author().email(), Some(author_email.as_str()));
     let spec = e2e::file_at(
         &repo,
         commit.id(),

@@ -16,6 +16,7 @@ pub fn spec(name: &str, i: usize, tier: &str) -> TenantSpec {
         kind: compiler::spec::KIND.into(),
         metadata: Metadata {
             name: TenantName::parse(name).unwrap(),
+            uid: None,
         },
         spec: Spec {
             owner: Owner {
@@ -24,6 +25,7 @@ pub fn spec(name: &str, i: usize, tier: &str) -> TenantSpec {
             },
             tier: TierName::parse(tier).unwrap(),
             state: TenantState::Active,
+            suspended_by: None,
             agent: Agent {
                 model: compiler::spec::ModelRef::parse("kimi/kimi-for-coding").unwrap(),
                 thinking: Thinking::Medium,
