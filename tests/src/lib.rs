@@ -119,6 +119,18 @@ pub async fn drop_postgres(url: &str) {
     }
 }
 
+/// A database for one test: SQLite in `dir`, or a fresh PostgreSQL database; None (skip) when
+/// PostgreSQL is not reachable outside CI.
+pub async fn database_url(backend: Backend, dir: &Path) -> Option<String> {
+    match backend {
+        Backend::Sqlite => Some(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("api.db").display()
+        )),
+        Backend::Postgres => fresh_postgres().await,
+    }
+}
+
 /// A Telegram Bot API stand-in: getMe succeeds for the tokens in `accepted`.
 pub struct TelegramStandIn {
     pub url: String,
@@ -254,10 +266,7 @@ impl Platform {
     /// Seeds a state repo and starts the api; None when the backend is not available (outside CI).
     pub async fn start(backend: Backend, options: Options) -> Option<Platform> {
         let dir = tempfile::tempdir().unwrap();
-        let database_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display()),
-            Backend::Postgres => fresh_postgres().await?,
-        };
+        let database_url = database_url(backend, dir.path()).await?;
         let (remote, identity_text) = seed_state_repo(dir.path());
         let admin_token = hex::encode(rand::random::<[u8; 32]>());
         let proxy_credential = hex::encode(rand::random::<[u8; 32]>());
@@ -409,6 +418,43 @@ impl Platform {
         let status = response.status();
         let text = response.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The budget feed as a proxy polls it (asserting 200).
+    pub async fn budget_feed(&self) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/internal/budget", self.base))
+            .bearer_auth(&self.proxy_credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Polls the budget feed until `tenant`'s entry (Null when absent) satisfies `done`: the feed
+    /// is rebuilt in the background.
+    pub async fn budget_entry_until(&self, tenant: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let body = self.budget_feed().await;
+            let entry = body["tenants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["tenant"] == tenant)
+                .cloned()
+                .unwrap_or(Value::Null);
+            if done(&entry) {
+                return entry;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "feed entry of {tenant} never matched: {entry}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Telegram Login Widget data for user `id`, signed with the platform bot's token. Login data is

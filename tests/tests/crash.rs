@@ -44,12 +44,8 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
 
 async fn crash_and_recover(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display()),
-        Backend::Postgres => match e2e::fresh_postgres().await {
-            Some(url) => url,
-            None => return,
-        },
+    let Some(database_url) = e2e::database_url(backend, dir.path()).await else {
+        return;
     };
     let (remote, _) = e2e::seed_state_repo(dir.path());
     let telegram = e2e::telegram_stand_in().await;

@@ -5,7 +5,6 @@
 //! day and by model; the feed follows usage and the tenant's tier.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use e2e::{Backend, Options, Platform};
 use reqwest::{Method, StatusCode};
@@ -82,41 +81,6 @@ async fn usage(p: &Platform, tenant: &str, period: &str) -> Value {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
-}
-
-async fn feed(p: &Platform) -> Value {
-    let response = p
-        .http
-        .get(format!("{}/internal/budget", p.base))
-        .bearer_auth(&p.proxy_credential)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
-/// Polls the feed until `tenant`'s entry satisfies `done` (the feed is rebuilt in the background).
-async fn feed_entry_until(p: &Platform, tenant: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let body = feed(p).await;
-        let entry = body["tenants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["tenant"] == tenant)
-            .cloned()
-            .unwrap_or(Value::Null);
-        if done(&entry) {
-            return entry;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "feed entry of {tenant} never matched: {entry}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn current_period() -> String {
@@ -421,12 +385,12 @@ async fn budget_feed(p: &Platform) {
     let (status, body, _) = p.provision("acme").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The feed picks the new tenant up from the tenant table at the head, with its tier's budget.
-    let entry = feed_entry_until(p, "acme", |e| !e.is_null()).await;
+    let entry = p.budget_entry_until("acme", |e| !e.is_null()).await;
     assert_eq!(
         entry,
         json!({"tenant": "acme", "used": 0, "budget": 5_000_000, "state": "ok"})
     );
-    assert_eq!(feed(p).await["period"], current_period());
+    assert_eq!(p.budget_feed().await["period"], current_period());
 
     let now = now_rfc3339();
     let spend = |input: u64| {
@@ -438,7 +402,7 @@ async fn budget_feed(p: &Platform) {
         post_usage(p, credential, &spend(4_500_000)).await.0,
         StatusCode::OK
     );
-    feed_entry_until(p, "acme", |e| {
+    p.budget_entry_until("acme", |e| {
         e["state"] == "warning" && e["used"] == 4_500_000
     })
     .await;
@@ -450,7 +414,7 @@ async fn budget_feed(p: &Platform) {
         post_usage(p, credential, &spend(500_000)).await.0,
         StatusCode::OK
     );
-    feed_entry_until(p, "acme", |e| {
+    p.budget_entry_until("acme", |e| {
         e["state"] == "exhausted" && e["used"] == 5_000_000
     })
     .await;
@@ -470,10 +434,8 @@ async fn budget_feed(p: &Platform) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    feed_entry_until(p, "acme", |e| {
-        e["budget"] == 30_000_000 && e["state"] == "ok"
-    })
-    .await;
+    p.budget_entry_until("acme", |e| e["budget"] == 30_000_000 && e["state"] == "ok")
+        .await;
 
     // Pollers that send the ETag back get 304 while nothing changed.
     let response = p
