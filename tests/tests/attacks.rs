@@ -77,6 +77,20 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
+/// Alice's reactivation of alice-bot is refused (403) and the tenant stays suspended.
+async fn refused_reactivation(p: &Platform, alice: &Session) {
+    let (status, body) = p
+        .call_as(
+            Some(&alice.access),
+            Method::POST,
+            "/v1/tenants/alice-bot/reactivate",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(spec(p, "alice-bot").await["spec"]["state"], "suspended");
+}
+
 /// Sends `body` as raw bytes with `content_type`, as `token`.
 async fn raw(
     p: &Platform,
@@ -174,16 +188,7 @@ async fn forged_reasons_do_not_lift_a_platform_suspension(backend: Backend) {
             Some(json!({"thinking": "high", "reason": "Action: reactivate\u{0}"})),
         )
         .await;
-    let (status, body) = p
-        .call_as(
-            Some(&alice.access),
-            Method::POST,
-            "/v1/tenants/alice-bot/reactivate",
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(spec(&p, "alice-bot").await["spec"]["state"], "suspended");
+    refused_reactivation(&p, &alice).await;
     p.finish().await;
 }
 on_both_databases!(forged_reasons_do_not_lift_a_platform_suspension);
@@ -210,16 +215,7 @@ async fn posing_as_the_admin_does_not_lift_a_platform_suspension(backend: Backen
             Some(json!({"email": admin_email, "displayName": admin_name})),
         )
         .await;
-    let (status, body) = p
-        .call_as(
-            Some(&alice.access),
-            Method::POST,
-            "/v1/tenants/alice-bot/reactivate",
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(spec(&p, "alice-bot").await["spec"]["state"], "suspended");
+    refused_reactivation(&p, &alice).await;
     // Her changes are not authored as the admin either.
     let (status, body) = p
         .call_as(
@@ -272,16 +268,7 @@ async fn many_changes_do_not_bury_a_platform_suspension(backend: Backend) {
         }
     }
     futures::future::join_all(changes).await;
-    let (status, body) = p
-        .call_as(
-            Some(&alice.access),
-            Method::POST,
-            "/v1/tenants/alice-bot/reactivate",
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(spec(&p, "alice-bot").await["spec"]["state"], "suspended");
+    refused_reactivation(&p, &alice).await;
     p.finish().await;
 }
 on_both_databases!(many_changes_do_not_bury_a_platform_suspension);
@@ -337,15 +324,7 @@ async fn a_suspension_by_hand_counts_as_the_platforms(backend: Backend) {
         assert!(std::time::Instant::now() < deadline, "{spec}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, body) = p
-        .call_as(
-            Some(&alice.access),
-            Method::POST,
-            "/v1/tenants/alice-bot/reactivate",
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    refused_reactivation(&p, &alice).await;
     p.finish().await;
 }
 on_both_databases!(a_suspension_by_hand_counts_as_the_platforms);
