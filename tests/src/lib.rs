@@ -534,28 +534,31 @@ pub fn seed_state_repo(dir: &Path) -> (PathBuf, String) {
 /// Builds (if needed) and returns the `openclaw-api` binary of the running test's profile and
 /// target folder, for tests that run the api as its own process.
 pub fn api_binary() -> PathBuf {
+    workspace_binary("api", "openclaw-api")
+}
+
+/// Builds (if needed) and returns the token proxy's binary, for tests that kill it.
+pub fn proxy_binary() -> PathBuf {
+    workspace_binary("proxy", "proxy")
+}
+
+/// Builds (if needed) and returns binary `bin` of `package` for the running test's profile and
+/// target folder.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let target_dir = profile_dir.parent().unwrap();
     let mut build =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     build
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "api",
-            "--bin",
-            "openclaw-api",
-            "--target-dir",
-        ])
+        .args(["build", "-q", "-p", package, "--bin", bin, "--target-dir"])
         .arg(target_dir);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
     let status = build.current_dir(checkout()).status().unwrap();
-    assert!(status.success(), "building openclaw-api");
-    profile_dir.join("openclaw-api")
+    assert!(status.success(), "building {bin}");
+    profile_dir.join(bin)
 }
 
 /// Writes `dir/api.toml` for the `openclaw-api` binary: listening on 127.0.0.1:`port`, its clone
@@ -879,4 +882,16 @@ async fn git_http_backend(
         }
     }
     response
+}
+
+/// A tenant's proxy token, decrypted from the secrets file the api committed at the head.
+pub fn proxy_token(p: &Platform, tenant: &str) -> String {
+    let text = file_at(
+        &p.remote(),
+        p.head(),
+        &compiler::layout::secrets_path(tenant),
+    )
+    .unwrap();
+    let secret = compiler::sops::decrypt(&text, &p.identity).unwrap();
+    secret.string_data()["proxy-token"].clone()
 }
