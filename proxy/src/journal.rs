@@ -283,24 +283,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::ApiName;
-
-    fn event(n: u64) -> UsageEvent {
-        UsageEvent {
-            id: uuid::Uuid::now_v7(),
-            tenant: "acme".into(),
-            model: "kimi-k2".into(),
-            input_tokens: n,
-            output_tokens: 1,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-            latency_ms: 1,
-            status: 200,
-            partial: false,
-            api: ApiName::Openai,
-            started_at: "2026-11-25T12:00:00Z".parse().unwrap(),
-        }
-    }
+    use crate::usage::tests::event;
 
     const LIMITS: JournalLimits = JournalLimits {
         max_bytes: 1 << 20,

@@ -417,10 +417,11 @@ impl ShipperSettings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(n: u64) -> UsageEvent {
+    /// An event of tenant acme with `n` input tokens and a fresh id.
+    pub(crate) fn event(n: u64) -> UsageEvent {
         UsageEvent {
             id: uuid::Uuid::now_v7(),
             tenant: "acme".into(),

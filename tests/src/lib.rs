@@ -895,3 +895,23 @@ pub fn proxy_token(p: &Platform, tenant: &str) -> String {
     let secret = compiler::sops::decrypt(&text, &p.identity).unwrap();
     secret.string_data()["proxy-token"].clone()
 }
+
+/// An OpenAI chat-completions stand-in (any model) that answers "hello from the stand-in" with 120
+/// prompt and 30 completion tokens. Returns its address.
+pub async fn openai_stand_in() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|axum::Json(request): axum::Json<Value>| async move {
+            axum::Json(serde_json::json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                "model": request["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from the stand-in"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}

@@ -4,14 +4,9 @@
 //! holding a copy of the checkout's templates/, flux/ and tenants/. The only substitutions: free
 //! ports for 8080, 8081 and 11434, where an OpenAI-compatible stand-in answers.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use axum::routing::post;
-use axum::Json;
-use serde_json::{json, Value};
 
 const START: &str = "cargo run -p api --release -- dev";
 
@@ -38,25 +33,6 @@ fn blocks_under(doc: &str, title: &str) -> Vec<String> {
     }
     assert!(!blocks.is_empty(), "no sh block under {title:?}");
     blocks
-}
-
-/// An OpenAI chat-completions stand-in reporting 120 prompt and 30 completion tokens.
-async fn model_server() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|Json(request): Json<Value>| async move {
-            Json(json!({
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                "model": request["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from the stand-in"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
-            }))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
 }
 
 struct Ports {
@@ -174,7 +150,7 @@ fn run_section(title: &str, model: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_loop_runs_as_documented() {
-    let model = model_server().await.port();
+    let model = e2e::openai_stand_in().await.port();
     let out =
         tokio::task::spawn_blocking(move || run_section("The whole loop, step by step", model))
             .await
@@ -193,7 +169,7 @@ async fn the_whole_loop_runs_as_documented() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_path_runs_as_documented() {
-    let model = model_server().await.port();
+    let model = e2e::openai_stand_in().await.port();
     let out = tokio::task::spawn_blocking(move || run_section("Trying the budget path", model))
         .await
         .unwrap();

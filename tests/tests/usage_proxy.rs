@@ -5,33 +5,11 @@
 //! ConfigMap files, exported as the dev platform does), and uses the proxy token the api encrypted
 //! for the tenant.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::routing::post;
-use axum::Json;
 use e2e::{Backend, Options, Platform};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-/// An OpenAI chat-completions stand-in that reports 120 prompt and 30 completion tokens.
-async fn upstream() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|Json(request): Json<Value>| async move {
-            Json(json!({
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                "model": request["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
-            }))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 async fn chat(http: &reqwest::Client, proxy: &str, token: &str) -> (StatusCode, Value) {
     let response = http
@@ -66,7 +44,7 @@ async fn proxy_and_api(backend: Backend) {
     let table_dir = tempfile::tempdir().unwrap();
     api::dev_proxy::export_tenant_table(&p.remote_path(), "main", table_dir.path()).unwrap();
     let token = e2e::proxy_token(&p, "acme");
-    let upstream = upstream().await;
+    let upstream = e2e::openai_stand_in().await;
     let config = proxy::Config::from_toml(&format!(
         r#"
 listen = "127.0.0.1:0"
