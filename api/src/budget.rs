@@ -17,6 +17,9 @@
 //!   fetch interval. Only shards whose blob changed are parsed again.
 //!
 //! The feed lists the tenants of the table at the head; a destroyed tenant disappears from it.
+//! Each entry also carries the tenant's `access` at the head (state, token hash, limits), which the
+//! proxies use only to narrow the table they have loaded until it catches up (docs/budget-feed.md):
+//! a suspension, a token rotation or a lowered tier reaches them within a poll.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -82,6 +85,50 @@ pub struct TenantBudget {
     /// The monthly token budget of the tenant's tier.
     pub budget: u64,
     pub state: FeedState,
+    /// The tenant's entry in the tenant table at the head, for the proxies to narrow theirs with.
+    pub access: Access,
+}
+
+/// A tenant's access as the table at the state repo's head has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Access {
+    /// `active` or `suspended`.
+    pub state: String,
+    /// SHA-256 of the current proxy token, 64 lowercase hex characters.
+    pub token_sha256: String,
+    pub limits: AccessLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessLimits {
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
+    pub monthly_token_budget: u64,
+    pub concurrent_requests: u32,
+}
+
+impl From<compiler::tenant_table::TableEntry> for Access {
+    fn from(e: compiler::tenant_table::TableEntry) -> Self {
+        Access {
+            state: e.state,
+            token_sha256: e.token_sha256,
+            limits: AccessLimits {
+                requests_per_minute: e.limits.requests_per_minute,
+                tokens_per_minute: e.limits.tokens_per_minute,
+                monthly_token_budget: e.limits.monthly_token_budget,
+                concurrent_requests: e.limits.concurrent_requests,
+            },
+        }
+    }
+}
+
+/// What the feed needs of one tenant in the table at the head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadTenant {
+    pub budget: u64,
+    pub access: Access,
 }
 
 /// One published answer.
@@ -89,8 +136,8 @@ pub struct Snapshot {
     pub period: Period,
     pub body: Bytes,
     pub etag: HeaderValue,
-    /// Budget per tenant at the head.
-    pub budgets: Arc<BTreeMap<String, u64>>,
+    /// Budget and access per tenant at the head.
+    pub budgets: Arc<BTreeMap<String, HeadTenant>>,
 }
 
 /// The current answer and the signal that asks for a new one.
@@ -110,7 +157,7 @@ impl BudgetFeed {
 
     /// The budget of a tenant in the table at the head, if it is there.
     pub fn budget_of(&self, tenant: &str) -> Option<u64> {
-        self.current()?.budgets.get(tenant).copied()
+        self.current()?.budgets.get(tenant).map(|t| t.budget)
     }
 
     /// Asks for a rebuild (after new usage was stored).
@@ -126,18 +173,19 @@ impl BudgetFeed {
 /// Builds the answer for `period` from the budgets at the head and the usage per tenant.
 pub fn build(
     period: Period,
-    budgets: Arc<BTreeMap<String, u64>>,
+    budgets: Arc<BTreeMap<String, HeadTenant>>,
     used: &HashMap<String, i64>,
 ) -> Snapshot {
     let tenants = budgets
         .iter()
-        .map(|(tenant, &budget)| {
+        .map(|(tenant, head)| {
             let used = used.get(tenant).copied().unwrap_or(0).max(0) as u64;
             TenantBudget {
                 tenant: tenant.clone(),
                 used,
-                budget,
-                state: FeedState::of(used, budget),
+                budget: head.budget,
+                state: FeedState::of(used, head.budget),
+                access: head.access.clone(),
             }
         })
         .collect();
@@ -164,9 +212,9 @@ pub fn build(
 #[derive(Default)]
 pub struct TableCache {
     head: Option<git2::Oid>,
-    /// Per shard file: its blob and its (tenant, budget) entries.
-    shards: HashMap<String, (git2::Oid, Vec<(String, u64)>)>,
-    budgets: Arc<BTreeMap<String, u64>>,
+    /// Per shard file: its blob and its tenants.
+    shards: HashMap<String, (git2::Oid, Vec<(String, HeadTenant)>)>,
+    budgets: Arc<BTreeMap<String, HeadTenant>>,
 }
 
 #[derive(Deserialize)]
@@ -175,19 +223,20 @@ struct ConfigMapData {
     data: BTreeMap<String, String>,
 }
 
-fn parse_shard(path: &str, bytes: &[u8]) -> Result<Vec<(String, u64)>, String> {
+fn parse_shard(path: &str, bytes: &[u8]) -> Result<Vec<(String, HeadTenant)>, String> {
     let map: ConfigMapData =
         serde_yaml::from_slice(bytes).map_err(|e| format!("{path}: not a ConfigMap: {e}"))?;
     let mut entries = Vec::new();
     for (key, text) in map.data.iter().filter(|(k, _)| k.ends_with(".json")) {
         let table = compiler::tenant_table::parse_shard_json(text)
             .map_err(|e| format!("{path}: {key}: {e}"))?;
-        entries.extend(
-            table
-                .tenants
-                .into_iter()
-                .map(|t| (t.name, t.limits.monthly_token_budget)),
-        );
+        entries.extend(table.tenants.into_iter().map(|t| {
+            let head = HeadTenant {
+                budget: t.limits.monthly_token_budget,
+                access: Access::from(t.clone()),
+            };
+            (t.name, head)
+        }));
     }
     Ok(entries)
 }
@@ -234,7 +283,7 @@ pub fn load_budgets(
             shards.insert(name.to_owned(), (entry.id(), entries));
         }
     }
-    let budgets: BTreeMap<String, u64> = shards
+    let budgets: BTreeMap<String, HeadTenant> = shards
         .values()
         .flat_map(|(_, entries)| entries.iter().cloned())
         .collect();
@@ -377,9 +426,22 @@ mod tests {
 
     #[test]
     fn the_body_is_the_documented_shape() {
+        let head = |budget, state: &str, token: &str| HeadTenant {
+            budget,
+            access: Access {
+                state: state.into(),
+                token_sha256: token.repeat(64),
+                limits: AccessLimits {
+                    requests_per_minute: 30,
+                    tokens_per_minute: 60_000,
+                    monthly_token_budget: budget,
+                    concurrent_requests: 2,
+                },
+            },
+        };
         let budgets = Arc::new(BTreeMap::from([
-            ("acme".to_owned(), 5_000_000),
-            ("globex".to_owned(), 30_000_000),
+            ("acme".to_owned(), head(5_000_000, "active", "a")),
+            ("globex".to_owned(), head(30_000_000, "suspended", "b")),
         ]));
         let used = HashMap::from([("acme".to_owned(), 4_812_345i64), ("gone".to_owned(), 7)]);
         let snapshot = build(Period::parse("2026-11").unwrap(), budgets, &used);
@@ -387,8 +449,14 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"period": "2026-11", "tenants": [
-                {"tenant": "acme", "used": 4812345, "budget": 5000000, "state": "warning"},
-                {"tenant": "globex", "used": 0, "budget": 30000000, "state": "ok"},
+                {"tenant": "acme", "used": 4812345, "budget": 5000000, "state": "warning",
+                 "access": {"state": "active", "tokenSha256": "a".repeat(64), "limits": {
+                    "requestsPerMinute": 30, "tokensPerMinute": 60000,
+                    "monthlyTokenBudget": 5000000, "concurrentRequests": 2}}},
+                {"tenant": "globex", "used": 0, "budget": 30000000, "state": "ok",
+                 "access": {"state": "suspended", "tokenSha256": "b".repeat(64), "limits": {
+                    "requestsPerMinute": 30, "tokensPerMinute": 60000,
+                    "monthlyTokenBudget": 30000000, "concurrentRequests": 2}}},
             ]})
         );
         assert!(matches(&snapshot.etag, &snapshot.etag));

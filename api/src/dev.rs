@@ -56,6 +56,14 @@ impl DevPaths {
     pub fn proxy_credential(&self) -> PathBuf {
         self.root.join("proxy-credential")
     }
+    /// The tenant table as the dev token proxy reads it (exported from the state repo).
+    pub fn tenant_table(&self) -> PathBuf {
+        self.root.join("tenant-table")
+    }
+    /// The dev token proxy's usage journal.
+    pub fn usage_journal(&self) -> PathBuf {
+        self.root.join("proxy-usage")
+    }
     /// The RSA key that signs the dev platform's access tokens.
     pub fn jwt_key(&self) -> PathBuf {
         self.root.join("jwt-signing-key.pem")

@@ -1584,7 +1584,10 @@ async fn rotate_proxy_token(
 
 /// The tenant's current secrets, decrypted with the api's age identity (needed to keep the bot
 /// token when only the proxy token changes).
-async fn current_secrets(state: &Shared, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) async fn current_secrets(
+    state: &Shared,
+    name: &str,
+) -> Result<BTreeMap<String, String>, ApiError> {
     let Some(identity) = state.config.repo.age_identity_path.clone() else {
         return Err(ApiError::Conflict(
             "rotating a proxy token needs repo.age_identity_path (an age identity among the platform's recipients)".into(),
@@ -1836,6 +1839,7 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .merge(crate::usage::routes())
+        .merge(crate::dev_routes::routes(state.config.dev_mode))
         .fallback(fallback)
         .route_layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -16,7 +16,9 @@
 //!   ([`http::authorize_tenant`]), idempotency, ops endpoints, OpenAPI.
 //! - [`auth`]: sign-in primitives: Telegram login check, RS256 access tokens and JWKS, refresh
 //!   tokens, cookies, CSRF, client addresses, rate limits. [`sessions`]: their HTTP endpoints.
-//! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform.
+//! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform;
+//!   [`dev_proxy`]: its token proxy (in process, fed from the state repo's table);
+//!   [`dev_routes`]: its dev-only endpoints.
 //!
 //! Invariants: only the writer thread moves the state repo's branch; no plaintext secret reaches
 //! git, the database, a log line or an error message.
@@ -26,6 +28,8 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod dev;
+pub mod dev_proxy;
+pub mod dev_routes;
 pub mod http;
 pub mod lifecycle;
 pub mod reader;

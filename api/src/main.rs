@@ -8,6 +8,7 @@ use anyhow::Context;
 use api::app;
 use api::config::Config;
 use api::dev::{self, DevPaths};
+use api::dev_proxy;
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -52,6 +53,24 @@ enum Command {
         /// and refused on a non-loopback --listen address.
         #[arg(long)]
         no_dev_login: bool,
+        /// Where the token proxy listens (fed from the state repo's tenant table).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        proxy_listen: std::net::SocketAddr,
+        /// An OpenAI-compatible server the proxy forwards /v1/chat/completions to, e.g.
+        /// http://127.0.0.1:11434 (the proxy appends /v1/...).
+        #[arg(long)]
+        openai_base_url: Option<String>,
+        /// An Anthropic-compatible server the proxy forwards /v1/messages to.
+        #[arg(long)]
+        anthropic_base_url: Option<String>,
+        /// The key the proxy sends upstream in place of tenants' tokens.
+        #[arg(
+            long,
+            env = "OPENCLAW_DEV_UPSTREAM_API_KEY",
+            default_value = "dev-upstream-key",
+            hide_env_values = true
+        )]
+        upstream_api_key: String,
     },
     /// Print the SHA-256 of a token read from standard input (for `admin_tokens` in the config).
     HashToken,
@@ -99,6 +118,10 @@ async fn main() -> anyhow::Result<()> {
             listen,
             telegram_base_url,
             no_dev_login,
+            proxy_listen,
+            openai_base_url,
+            anthropic_base_url,
+            upstream_api_key,
         } => {
             init_logging(cli.log_json);
             let paths = DevPaths { root: data_dir };
@@ -108,9 +131,22 @@ async fn main() -> anyhow::Result<()> {
             config.auth.dev_login = !no_dev_login;
             config.check()?;
             let running = app::start(config.clone(), app::shutdown_signal()).await?;
+            let proxy_options = dev_proxy::DevProxyOptions {
+                listen: proxy_listen,
+                openai_base_url,
+                anthropic_base_url,
+                upstream_api_key,
+            };
+            let proxy = dev_proxy::start(&paths, &config.repo.branch, running.addr, &proxy_options)
+                .await
+                .context("starting the dev token proxy")?;
             let mut shown = config.clone();
             shown.listen = running.addr;
             println!("{}", dev::banner(&paths, &shown, &token, &recipient));
+            println!(
+                "{}",
+                dev_proxy::banner(&paths, running.addr, proxy.addr, &proxy_options)
+            );
             running.wait().await?;
             Ok(())
         }

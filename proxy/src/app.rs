@@ -21,6 +21,7 @@ use crate::api_error::{ApiError, ErrorKind, Flavor};
 use crate::config::{ms, trim_base, Config};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
+use crate::narrowing::{Narrowed, Narrowing};
 use crate::reload::TableHandle;
 use crate::table::{Lookup, Tenant, TenantState};
 use crate::upstream::{Upstream, UpstreamSettings};
@@ -39,6 +40,8 @@ pub struct UpstreamTarget {
 /// Everything a request handler needs.
 pub struct App {
     pub table: TableHandle,
+    /// What the budget feed says can only narrow the table in force (crate::narrowing).
+    pub narrowing: Arc<Narrowing>,
     pub limiters: Arc<Limiters>,
     pub usage: UsageSink,
     pub metrics: Metrics,
@@ -53,6 +56,8 @@ pub struct App {
     pub slot_wait: Duration,
     pub upstream_timeout: Duration,
     pub default_output_estimate: u32,
+    /// What a call to an unconfigured upstream is told to set (`upstreams.unconfigured_hint`).
+    pub unconfigured_hint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +186,7 @@ impl App {
         };
         Ok(Self {
             table,
+            narrowing: Arc::default(),
             limiters,
             usage,
             metrics,
@@ -193,6 +199,7 @@ impl App {
             slot_wait: ms(config.limits.connect_timeout_ms),
             upstream_timeout: ms(config.limits.upstream_timeout_ms),
             default_output_estimate: config.limits.default_output_estimate,
+            unconfigured_hint: config.upstreams.unconfigured_hint.clone(),
         })
     }
 
@@ -210,16 +217,27 @@ impl App {
                 "missing proxy token: send it as Authorization: Bearer <token> (or x-api-key for /v1/messages)",
             ));
         };
-        match table.lookup(token) {
-            Lookup::Unknown => Err(ApiError::new(
+        let rotated = || {
+            ApiError::new(
                 ErrorKind::Authentication,
                 "invalid proxy token: it was never issued or has been rotated",
-            )),
-            Lookup::Found(t) if t.state == TenantState::Suspended => Err(ApiError::new(
+            )
+        };
+        let suspended = |t: &Tenant| {
+            ApiError::new(
                 ErrorKind::Permission,
                 format!("tenant {} is suspended", t.name),
-            )),
-            Lookup::Found(t) => Ok(t),
+            )
+        };
+        let found = match table.lookup(token) {
+            Lookup::Unknown => return Err(rotated()),
+            Lookup::Found(t) => t,
+        };
+        match self.narrowing.apply(found.clone()) {
+            Err(Narrowed::TokenRotated) => Err(rotated()),
+            Err(Narrowed::Suspended) => Err(suspended(&found)),
+            Ok(t) if t.state == TenantState::Suspended => Err(suspended(&t)),
+            Ok(t) => Ok(t),
         }
     }
 

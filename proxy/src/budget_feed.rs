@@ -1,18 +1,22 @@
 //! The api's budget feed: per-tenant used tokens and budget state for the current month.
 //!
 //! This module owns the feed's wire shape (docs/budget-feed.md) and the poller that applies it to the
-//! limiters. A failed poll is logged and counted; the figures in force stay until the next good one.
+//! limiters and, for the access entries that can only narrow the tenant table, to [`Narrowing`]. A
+//! failed poll is logged and counted; the figures in force stay until the next good one. Polls send the
+//! last `ETag` in `If-None-Match`, so an unchanged feed costs the api a 304.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::config::trim_base;
 use crate::limits::{FeedState, Limiters, Period};
-use crate::metrics::Metrics;
-use crate::table::TenantName;
+use crate::narrowing::{FeedAccess, Narrowing};
+use crate::table::{Limits, TenantName, TenantState, TokenHash};
 
 /// The body of `GET /internal/budget`.
 #[derive(Debug, Deserialize)]
@@ -30,6 +34,52 @@ pub struct TenantBudget {
     pub used: u64,
     pub budget: u64,
     pub state: FeedState,
+    /// The tenant's entry in the table at the state repo's head (absent from older apis).
+    #[serde(default)]
+    pub access: Option<AccessWire>,
+}
+
+/// `tenants[].access`: what can only narrow the table in force ([`Narrowing`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessWire {
+    pub state: TenantState,
+    pub token_sha256: String,
+    pub limits: LimitsWire,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsWire {
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u32,
+    pub monthly_token_budget: u64,
+    pub concurrent_requests: u32,
+}
+
+impl AccessWire {
+    fn parse(&self, tenant: &str) -> Result<FeedAccess, FeedError> {
+        let bad = |m: String| FeedError::Body(format!("tenant {tenant:?}: access: {m}"));
+        let token = TokenHash::parse_hex(&self.token_sha256).map_err(bad)?;
+        let l = &self.limits;
+        if l.requests_per_minute == 0
+            || l.tokens_per_minute == 0
+            || l.monthly_token_budget == 0
+            || l.concurrent_requests == 0
+        {
+            return Err(bad("every limit must be greater than 0".into()));
+        }
+        Ok(FeedAccess {
+            state: self.state,
+            token,
+            limits: Limits {
+                requests_per_minute: l.requests_per_minute,
+                tokens_per_minute: l.tokens_per_minute,
+                monthly_token_budget: l.monthly_token_budget,
+                concurrent_requests: l.concurrent_requests,
+            },
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,24 +108,40 @@ pub fn parse_period(s: &str) -> Result<Period, FeedError> {
     Ok(Period { year, month })
 }
 
-/// Fetches the feed once and applies it. Returns the number of tenants applied.
+/// Where a poll delivers the feed.
+pub struct FeedTargets<'a> {
+    pub limiters: &'a Limiters,
+    pub narrowing: &'a Narrowing,
+}
+
+/// Fetches the feed once and applies it. Returns the number of tenants applied, or `None` when the
+/// api answered that the feed did not change since the `etag` (which is updated).
 pub async fn poll_once(
     client: &reqwest::Client,
     url: &str,
     credential: &SecretString,
-    limiters: &Limiters,
+    targets: FeedTargets<'_>,
+    etag: &mut Option<reqwest::header::HeaderValue>,
     timeout: Duration,
-) -> Result<usize, FeedError> {
-    let resp = client
+) -> Result<Option<usize>, FeedError> {
+    let mut request = client
         .get(url)
         .bearer_auth(credential.expose_secret())
-        .timeout(timeout)
+        .timeout(timeout);
+    if let Some(tag) = etag.as_ref() {
+        request = request.header(reqwest::header::IF_NONE_MATCH, tag.clone());
+    }
+    let resp = request
         .send()
         .await
         .map_err(|e| FeedError::Transport(e.without_url().to_string()))?;
+    if resp.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+        return Ok(None);
+    }
     if !resp.status().is_success() {
         return Err(FeedError::Status(resp.status().as_u16()));
     }
+    let new_etag = resp.headers().get(reqwest::header::ETAG).cloned();
     let bytes = resp
         .bytes()
         .await
@@ -83,15 +149,25 @@ pub async fn poll_once(
     let feed: BudgetFeed =
         serde_json::from_slice(&bytes).map_err(|e| FeedError::Body(e.to_string()))?;
     let period = parse_period(&feed.period)?;
-    let mut applied = 0;
-    for t in feed.tenants {
+    // Checked in full before anything is applied: a bad entry fails the poll, not half of it.
+    let mut access = HashMap::new();
+    let mut budgets = Vec::with_capacity(feed.tenants.len());
+    for t in &feed.tenants {
         // A name the table does not know yet is harmless; an invalid one is skipped.
-        if let Ok(name) = TenantName::parse(&t.tenant) {
-            limiters.apply_feed(&name, period, t.used, t.state);
-            applied += 1;
+        let Ok(name) = TenantName::parse(&t.tenant) else {
+            continue;
+        };
+        if let Some(a) = &t.access {
+            access.insert(name.clone(), a.parse(&t.tenant)?);
         }
+        budgets.push((name, t.used, t.state));
     }
-    Ok(applied)
+    for (name, used, state) in &budgets {
+        targets.limiters.apply_feed(name, period, *used, *state);
+    }
+    targets.narrowing.replace(access);
+    *etag = new_etag;
+    Ok(Some(budgets.len()))
 }
 
 /// Polls every `interval` until `stop` turns true.
@@ -99,25 +175,31 @@ pub async fn run(
     client: reqwest::Client,
     api_base: String,
     credential: SecretString,
-    limiters: std::sync::Arc<Limiters>,
-    metrics: Metrics,
+    app: std::sync::Arc<App>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let url = format!("{}/internal/budget", trim_base(&api_base));
+    let mut etag = None;
     loop {
+        let targets = FeedTargets {
+            limiters: &app.limiters,
+            narrowing: &app.narrowing,
+        };
+        let metrics = &app.metrics;
         match poll_once(
             &client,
             &url,
             &credential,
-            &limiters,
+            targets,
+            &mut etag,
             interval.max(Duration::from_secs(2)),
         )
         .await
         {
             Ok(n) => {
                 metrics.budget_feed_polls.with_label_values(&["ok"]).inc();
-                tracing::debug!(tenants = n, "budget feed applied");
+                tracing::debug!(tenants = ?n, "budget feed applied");
             }
             Err(e) => {
                 metrics
@@ -157,6 +239,18 @@ mod tests {
             }
         );
         assert!(parse_period("2026-13").is_err());
+        let mut f: BudgetFeed = serde_json::from_str(
+            r#"{"period":"2026-11","tenants":[{"tenant":"acme","used":10,"budget":100,"state":"ok",
+                "access":{"state":"suspended","tokenSha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "limits":{"requestsPerMinute":30,"tokensPerMinute":60000,"monthlyTokenBudget":100,"concurrentRequests":2}}}]}"#,
+        )
+        .unwrap();
+        let access = f.tenants[0].access.as_ref().unwrap().parse("acme").unwrap();
+        assert_eq!(access.state, TenantState::Suspended);
+        assert_eq!(access.token, TokenHash::of_token("test"));
+        let mut bad = f.tenants[0].access.take().unwrap();
+        bad.limits.concurrent_requests = 0;
+        assert!(bad.parse("acme").is_err());
         assert!(parse_period("26-1").is_err());
     }
 }

@@ -24,7 +24,8 @@ pub struct Config {
     /// Address the proxy listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Directory holding the tenant table's `*.json` shards.
+    /// Directory holding the tenant table: `*.json` shards as mounted, or the compiler's ConfigMap files
+    /// (`flux/platform/tenant-table/*.yaml` of a state repo checkout).
     pub table_dir: PathBuf,
     /// How often the table directory is checked for changes.
     #[serde(default = "default_reload_interval_ms")]
@@ -47,6 +48,10 @@ pub struct Upstreams {
     pub openai: Option<Upstream>,
     /// The Anthropic-compatible upstream (Kimi Code) behind /v1/messages.
     pub anthropic: Option<Upstream>,
+    /// Said in the 502 that a call to an unconfigured upstream gets, e.g. which option to set (the dev
+    /// platform names its own). With it the proxy may start without any upstream.
+    #[serde(default)]
+    pub unconfigured_hint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +135,16 @@ pub struct UsageConfig {
     pub max_backoff_ms: u64,
     /// Time allowed for one usage POST.
     pub request_timeout_ms: u64,
+    /// Directory of the usage journal (proxy::journal) on the pod's own volume: with it, usage
+    /// survives a kill of the process. One directory per replica. Used only with `api`.
+    pub journal_dir: Option<PathBuf>,
+    /// Bound on the journal's files together; past it events are buffered in memory only.
+    pub journal_max_bytes: u64,
+    /// Size at which the journal starts a new segment file.
+    pub journal_segment_bytes: u64,
+    /// How often the journal is synced to disk (fdatasync): what a crash of the machine (not of the
+    /// process) can lose. 0 syncs every event before its response ends.
+    pub journal_fsync_interval_ms: u64,
 }
 
 impl Default for UsageConfig {
@@ -141,6 +156,10 @@ impl Default for UsageConfig {
             initial_backoff_ms: 200,
             max_backoff_ms: 30_000,
             request_timeout_ms: 10_000,
+            journal_dir: None,
+            journal_max_bytes: 256 * 1024 * 1024,
+            journal_segment_bytes: 8 * 1024 * 1024,
+            journal_fsync_interval_ms: 1_000,
         }
     }
 }
@@ -152,7 +171,7 @@ fn default_reload_interval_ms() -> u64 {
     1_000
 }
 fn default_budget_poll_ms() -> u64 {
-    5_000
+    2_000
 }
 
 impl Config {
@@ -188,7 +207,10 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        if self.upstreams.openai.is_none() && self.upstreams.anthropic.is_none() {
+        if self.upstreams.openai.is_none()
+            && self.upstreams.anthropic.is_none()
+            && self.upstreams.unconfigured_hint.is_none()
+        {
             return Err(ConfigError(
                 "configure at least one of upstreams.openai and upstreams.anthropic".into(),
             ));
@@ -215,6 +237,14 @@ impl Config {
         if self.usage.buffer_size == 0 || self.usage.batch_size == 0 {
             return Err(ConfigError(
                 "usage.buffer_size and usage.batch_size must be greater than 0".into(),
+            ));
+        }
+        if self.usage.journal_dir.is_some()
+            && (self.usage.journal_segment_bytes == 0
+                || self.usage.journal_max_bytes < self.usage.journal_segment_bytes)
+        {
+            return Err(ConfigError(
+                "usage.journal_segment_bytes must be greater than 0 and at most usage.journal_max_bytes".into(),
             ));
         }
         if self.limits.max_upstream_connections == 0 {

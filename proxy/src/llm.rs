@@ -152,9 +152,17 @@ async fn prepare(
         ApiKind::Anthropic => app.anthropic.is_some(),
     };
     if !upstream_configured {
+        let hint = match (&app.unconfigured_hint, api) {
+            (Some(hint), _) => hint.as_str(),
+            (None, ApiKind::OpenAi) => "set upstreams.openai in the proxy's configuration",
+            (None, ApiKind::Anthropic) => "set upstreams.anthropic in the proxy's configuration",
+        };
         return Err(ApiError::new(
-            ErrorKind::NotFound,
-            format!("this proxy has no {} upstream configured", api.as_str()),
+            ErrorKind::BadGateway,
+            format!(
+                "this proxy has no {} upstream configured: {hint}",
+                api.as_str()
+            ),
         ));
     }
 

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub usage_shipped: IntCounter,
     pub usage_ship_failures: IntCounter,
     pub usage_overflow: IntCounter,
+    /// Usage events buffered but not journaled, by reason (full, error).
+    pub usage_not_journaled: IntCounterVec,
     pub table_tenants: IntGauge,
     pub table_reloads: IntCounterVec,
     pub budget_feed_polls: IntCounterVec,
@@ -162,6 +164,11 @@ impl Metrics {
             usage_overflow: counter(
                 "proxy_usage_overflow_events_total",
                 "Usage events written to the log because the buffer was full or shutdown ran out of time.",
+            ),
+            usage_not_journaled: counter_vec(
+                "proxy_usage_not_journaled_events_total",
+                "Usage events buffered in memory only, by reason (full: journal at its size bound; error: the write failed).",
+                &["reason"],
             ),
             table_tenants: gauge("proxy_tenant_table_tenants", "Tenants in the table in force."),
             table_reloads: counter_vec(

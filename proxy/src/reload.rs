@@ -1,7 +1,7 @@
 //! Keeping the tenant table current: loading it at start, watching its directory, swapping it atomically.
 //!
 //! This module owns the [`TableHandle`] every request reads from. The directory is polled: a fingerprint of
-//! every `*.json` file (resolved path, size, modification time) is compared each interval, which sees both
+//! every table file (`*.json`, `*.yaml`: resolved path, size, modification time) is compared each interval, which sees both
 //! in-place edits and the kubelet's symlink swap of projected volumes. A changed directory is loaded in full;
 //! if the new table is invalid the error is logged and the last good table stays in force.
 
@@ -13,7 +13,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::table::{json_files, TableError, TenantTable};
+use crate::table::{table_files, TableError, TenantTable};
 
 /// The table in force, shared by all requests. `None` until a first valid table was loaded.
 #[derive(Clone, Default)]
@@ -38,7 +38,7 @@ pub type Fingerprint = Vec<(PathBuf, PathBuf, u64, Option<SystemTime>)>;
 
 /// Takes the directory's fingerprint (blocking: a few system calls per file).
 pub fn fingerprint(dir: &Path) -> Result<Fingerprint, TableError> {
-    Ok(json_files(dir)?
+    Ok(table_files(dir)?
         .into_iter()
         .map(|f| {
             let real = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());

@@ -16,10 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::app::{http_client, router, upstream_client, App, BuildError};
 use crate::config::{ms, Config};
+use crate::journal::{Journal, JournalLimits};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::reload::{fingerprint, load_into, watch_dir, TableHandle};
-use crate::usage::{ship, ShipperSettings, UsageSink, UsageTarget};
+use crate::usage::{ship, sync_journal, ShipperSettings, UsageSink, UsageTarget};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -32,6 +33,8 @@ pub enum ServeError {
     Build(#[from] BuildError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// A running proxy.
@@ -63,6 +66,40 @@ impl Running {
     }
 }
 
+/// The usage buffer, with its journal and what the journal replays when one is configured (only
+/// with an api to ship to: without one, nothing would ever acknowledge it).
+async fn open_usage(config: &Config, metrics: &Metrics) -> Result<UsageSink, ServeError> {
+    let capacity = config.usage.buffer_size;
+    let Some(dir) = config
+        .usage
+        .journal_dir
+        .clone()
+        .filter(|_| config.api.is_some())
+    else {
+        return Ok(UsageSink::new(capacity, metrics.clone()));
+    };
+    let limits = JournalLimits {
+        max_bytes: config.usage.journal_max_bytes,
+        segment_bytes: config.usage.journal_segment_bytes,
+        sync_every_event: config.usage.journal_fsync_interval_ms == 0,
+    };
+    let (journal, replayed) = tokio::task::spawn_blocking(move || Journal::open(&dir, limits))
+        .await
+        .map_err(|e| ServeError::Serve(std::io::Error::other(e)))??;
+    if !replayed.is_empty() {
+        tracing::info!(
+            events = replayed.len(),
+            "usage journal replayed: shipping events the api had not acknowledged"
+        );
+    }
+    Ok(UsageSink::with_journal(
+        capacity,
+        metrics.clone(),
+        Some(journal),
+        replayed,
+    ))
+}
+
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let metrics = Metrics::new();
     let table = TableHandle::default();
@@ -79,7 +116,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .flatten()
     };
     let limiters = Arc::new(Limiters::default());
-    let usage = UsageSink::new(config.usage.buffer_size, metrics.clone());
+    let usage = open_usage(&config, &metrics).await?;
     let client = http_client(&config)?;
     let app = Arc::new(App::new(
         &config,
@@ -123,9 +160,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                     client.clone(),
                     api.base_url.clone(),
                     api.credential.clone(),
-                    limiters,
-                    metrics.clone(),
+                    app.clone(),
                     ms(api.budget_poll_interval_ms),
+                    bg_rx.clone(),
+                )));
+            }
+            if config.usage.journal_dir.is_some() && config.usage.journal_fsync_interval_ms > 0 {
+                background.push(tokio::spawn(sync_journal(
+                    usage.clone(),
+                    ms(config.usage.journal_fsync_interval_ms),
                     bg_rx.clone(),
                 )));
             }

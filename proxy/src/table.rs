@@ -3,8 +3,10 @@
 //! This module owns the in-memory form of docs/tenant-table.md. It parses each shard strictly (unknown
 //! fields, out-of-range values, duplicate names or token hashes are errors), merges shards into one
 //! [`TenantTable`], and resolves a presented proxy token to its tenant by SHA-256 with a constant-time
-//! comparison. It does no I/O beyond reading the directory it is asked to load; watching for changes lives in
-//! [`crate::reload`].
+//! comparison. A directory may hold the shards as mounted (`*.json`) or as the compiler renders them (the
+//! ConfigMap files `*.yaml` of `flux/platform/tenant-table/`, whose `*.json` data keys are the shards), so
+//! a checkout of the state repo needs no extraction step. It does no I/O beyond reading the directory it
+//! is asked to load; watching for changes lives in [`crate::reload`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -54,7 +56,11 @@ pub enum TableError {
     },
     #[error("tenants {first:?} and {second:?} have the same token hash; every tenant needs its own token")]
     DuplicateToken { first: String, second: String },
-    #[error("tenant table directory {dir} holds no *.json file")]
+    #[error("{file}: {message}")]
+    ConfigMap { file: PathBuf, message: String },
+    #[error(
+        "tenant table directory {dir} holds no *.json shard and no tenant-table ConfigMap (*.yaml)"
+    )]
     Empty { dir: PathBuf },
 }
 
@@ -376,17 +382,25 @@ impl TenantTable {
         })
     }
 
-    /// Loads and merges every `*.json` file directly inside `dir`. Hidden files (the kubelet's `..data`
-    /// machinery) are skipped.
+    /// Loads and merges every table file directly inside `dir` ([`table_files`]): `*.json` shards and
+    /// the ConfigMaps (`*.yaml`) holding them. Hidden files (the kubelet's `..data` machinery) are skipped.
     pub fn load_dir(dir: &Path) -> Result<Self, TableError> {
         let mut shards = Vec::new();
-        for file in json_files(dir)? {
+        for file in table_files(dir)? {
             let text = std::fs::read_to_string(&file).map_err(|source| TableError::ReadFile {
                 file: file.clone(),
                 source,
             })?;
-            let tenants = parse_shard(&file, &text)?;
-            shards.push((file, tenants));
+            if is_yaml(&file) {
+                for (key, json) in config_map_shards(&file, &text)? {
+                    let name = file.join(key);
+                    let tenants = parse_shard(&name, &json)?;
+                    shards.push((name, tenants));
+                }
+            } else {
+                let tenants = parse_shard(&file, &text)?;
+                shards.push((file, tenants));
+            }
         }
         if shards.is_empty() {
             return Err(TableError::Empty {
@@ -425,8 +439,59 @@ impl TenantTable {
     }
 }
 
-/// The `*.json` files directly inside `dir`, sorted, hidden entries skipped.
-pub fn json_files(dir: &Path) -> Result<Vec<PathBuf>, TableError> {
+fn is_yaml(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "yaml" || e == "yml")
+}
+
+/// The file kustomize reads in a folder of ConfigMaps; it lists them and holds no tenant.
+const KUSTOMIZATION: &str = "kustomization.yaml";
+
+/// The `*.json` data entries of a ConfigMap file, as (key, text) pairs.
+pub fn config_map_shards(file: &Path, text: &str) -> Result<Vec<(String, String)>, TableError> {
+    #[derive(Deserialize)]
+    struct ConfigMap {
+        kind: String,
+        #[serde(default)]
+        data: BTreeMap<String, String>,
+    }
+    let map: ConfigMap = serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        TableError::Parse {
+            file: file.to_owned(),
+            line,
+            column,
+            message: format!("not a ConfigMap: {e}"),
+        }
+    })?;
+    if map.kind != "ConfigMap" {
+        return Err(TableError::ConfigMap {
+            file: file.to_owned(),
+            message: format!(
+                "kind is {:?}: a *.yaml file in the table directory must be a tenant-table ConfigMap",
+                map.kind
+            ),
+        });
+    }
+    let shards: Vec<_> = map
+        .data
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(".json"))
+        .collect();
+    if shards.is_empty() {
+        return Err(TableError::ConfigMap {
+            file: file.to_owned(),
+            message: "the ConfigMap has no *.json data key (a tenant-table shard)".into(),
+        });
+    }
+    Ok(shards)
+}
+
+/// The table files directly inside `dir`, sorted: `*.json` shards and `*.yaml` ConfigMaps (except
+/// `kustomization.yaml`). Hidden entries are skipped.
+pub fn table_files(dir: &Path) -> Result<Vec<PathBuf>, TableError> {
     let rd = std::fs::read_dir(dir).map_err(|source| TableError::ReadDir {
         dir: dir.to_owned(),
         source,
@@ -439,7 +504,9 @@ pub fn json_files(dir: &Path) -> Result<Vec<PathBuf>, TableError> {
         })?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || !name.ends_with(".json") {
+        let table_file = name.ends_with(".json")
+            || ((name.ends_with(".yaml") || name.ends_with(".yml")) && name != KUSTOMIZATION);
+        if name.starts_with('.') || !table_file {
             continue;
         }
         let path = entry.path();
@@ -560,5 +627,65 @@ mod tests {
             .collect();
         let err = TenantTable::merge(vec![("a.json".into(), a), ("c.json".into(), c)]).unwrap_err();
         assert!(matches!(err, TableError::DuplicateToken { .. }), "{err}");
+    }
+
+    /// The example as the compiler renders it: a ConfigMap whose data key holds the shard.
+    fn config_map(key: &str, json: &str) -> String {
+        let indented: String = json.lines().map(|l| format!("    {l}\n")).collect();
+        format!(
+            "# Generated by openclaw-compiler\napiVersion: v1\ndata:\n  {key}: |\n{indented}kind: ConfigMap\nmetadata:\n  name: tenant-table-00\n  namespace: openclaw-platform\n"
+        )
+    }
+
+    #[test]
+    fn config_map_files_are_read_as_rendered() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tenant-table-00.yaml"),
+            config_map("tenants-00.json", EXAMPLE),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [tenant-table-00.yaml]\n",
+        )
+        .unwrap();
+        let table = TenantTable::load_dir(dir.path()).unwrap();
+        assert_eq!(table.len(), 2);
+        assert!(matches!(table.lookup("test"), Lookup::Found(_)));
+        assert_eq!(
+            table_files(dir.path()).unwrap(),
+            vec![dir.path().join("tenant-table-00.yaml")]
+        );
+
+        // The same shard also present as a mounted *.json file is a duplicate, as for two shards.
+        std::fs::write(dir.path().join("tenants-00.json"), EXAMPLE).unwrap();
+        let err = TenantTable::load_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, TableError::DuplicateName { .. }), "{err}");
+    }
+
+    #[test]
+    fn yaml_that_is_not_a_tenant_table_config_map_is_refused_with_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.yaml");
+        for (text, needle) in [
+            (
+                "kind: Secret\ndata: {}\n",
+                "must be a tenant-table ConfigMap",
+            ),
+            ("kind: ConfigMap\ndata: {a.txt: x}\n", "no *.json data key"),
+            ("kind: [\n", "not a ConfigMap"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = TenantTable::load_dir(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+            assert!(err.contains("x.yaml"), "{err}");
+        }
+        // A shard inside a ConfigMap is checked like a mounted one, and named by file and key.
+        let bad = EXAMPLE.replacen("\"version\": 1", "\"version\": 2", 1);
+        std::fs::write(&file, config_map("tenants-00.json", &bad)).unwrap();
+        let err = TenantTable::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("x.yaml/tenants-00.json"), "{err}");
+        assert!(err.contains("unsupported version 2"), "{err}");
     }
 }

@@ -7,6 +7,9 @@
 //! it, so a slow or unreachable api loses nothing within the bound. Retries back off exponentially with
 //! jitter. The api deduplicates by event id, which makes resending safe. On shutdown the buffer is flushed,
 //! and whatever cannot be delivered in time is logged.
+//!
+//! With `usage.journal_dir` set, every buffered event is also in the [`crate::journal`] on disk until
+//! its acknowledgement, so that a killed process loses nothing: the next start ships it first.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::config::{ms, trim_base, UsageConfig};
+use crate::journal::{Appended, Journal};
 use crate::metering::ApiKind;
 use crate::metrics::Metrics;
 
@@ -82,8 +86,22 @@ impl UsageTarget {
     }
 }
 
+/// An event waiting for the api, with the journal segment that holds it.
+struct Waiting {
+    event: UsageEvent,
+    segment: u64,
+}
+
+/// The buffer and its journal, under one lock so that the journal's order is the buffer's.
+struct Buffer {
+    queue: VecDeque<Waiting>,
+    journal: Option<Journal>,
+}
+
 struct Inner {
-    queue: Mutex<VecDeque<UsageEvent>>,
+    buffer: Mutex<Buffer>,
+    /// Whether `buffer.journal` is set (fixed at construction; read without the lock).
+    journaled: bool,
     capacity: usize,
     notify: Notify,
     /// The shipper is woken only once this many events wait (a full batch); below that it ships on its
@@ -106,9 +124,27 @@ fn log_event(event: &UsageEvent, reason: &'static str) {
 
 impl UsageSink {
     pub fn new(capacity: usize, metrics: Metrics) -> Self {
+        Self::with_journal(capacity, metrics, None, Vec::new())
+    }
+
+    /// A sink whose events are journaled in `journal`, starting with the events `replayed` from it.
+    pub fn with_journal(
+        capacity: usize,
+        metrics: Metrics,
+        journal: Option<Journal>,
+        replayed: Vec<(UsageEvent, u64)>,
+    ) -> Self {
+        let mut queue = VecDeque::with_capacity(capacity.min(4096).max(replayed.len()));
+        queue.extend(
+            replayed
+                .into_iter()
+                .map(|(event, segment)| Waiting { event, segment }),
+        );
+        metrics.usage_buffered.set(queue.len() as i64);
         Self {
             inner: Arc::new(Inner {
-                queue: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+                journaled: journal.is_some(),
+                buffer: Mutex::new(Buffer { queue, journal }),
                 capacity,
                 notify: Notify::new(),
                 wake_at: AtomicUsize::new(1),
@@ -117,18 +153,40 @@ impl UsageSink {
         }
     }
 
-    /// Buffers an event for shipping; never blocks beyond a short lock, never fails.
+    /// Buffers an event for shipping (and journals it, with a journal); never blocks beyond a short
+    /// lock and one write to the journal, never fails.
     pub fn record(&self, event: UsageEvent) {
-        let mut q = self.lock();
-        if q.len() >= self.inner.capacity {
-            drop(q);
+        // Serialised before taking the lock that every request shares.
+        let line = self.has_journal().then(|| serde_json::to_vec(&event));
+        let mut b = self.lock();
+        if b.queue.len() >= self.inner.capacity {
+            drop(b);
             self.inner.metrics.usage_overflow.inc();
             log_event(&event, "buffer_full");
             return;
         }
-        q.push_back(event);
-        let len = q.len();
-        drop(q);
+        let mut segment = 0;
+        if let (Some(journal), Some(Ok(line))) = (b.journal.as_mut(), line) {
+            let not_journaled = |reason| {
+                self.inner
+                    .metrics
+                    .usage_not_journaled
+                    .with_label_values(&[reason])
+                    .inc()
+            };
+            segment = journal.current_segment();
+            match journal.append(&line) {
+                Ok(Appended::In(seq)) => segment = seq,
+                Ok(Appended::Full) => not_journaled("full"),
+                Err(e) => {
+                    not_journaled("error");
+                    tracing::warn!(error = %e, "usage event buffered but not journaled");
+                }
+            }
+        }
+        b.queue.push_back(Waiting { event, segment });
+        let len = b.queue.len();
+        drop(b);
         self.inner.metrics.usage_buffered.set(len as i64);
         if len >= self.inner.wake_at.load(Ordering::Relaxed) {
             self.inner.notify.notify_one();
@@ -136,34 +194,62 @@ impl UsageSink {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().queue.len()
+    }
+
+    fn has_journal(&self) -> bool {
+        self.inner.journaled
+    }
+
+    /// The journal's files to sync (see [`sync_journal`]).
+    fn journal_files(&self) -> Vec<Arc<std::fs::File>> {
+        self.lock()
+            .journal
+            .as_mut()
+            .map(Journal::to_sync)
+            .unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<UsageEvent>> {
-        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.inner.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn peek_batch(&self, n: usize) -> Vec<UsageEvent> {
-        self.lock().iter().take(n).cloned().collect()
+        self.lock()
+            .queue
+            .iter()
+            .take(n)
+            .map(|w| w.event.clone())
+            .collect()
     }
 
-    /// Removes the first `n` events, which the api acknowledged.
+    /// Removes the first `n` events, which the api acknowledged, and acknowledges them in the journal.
     fn ack(&self, n: usize) {
-        let mut q = self.lock();
-        let n = n.min(q.len());
-        q.drain(..n);
-        self.inner.metrics.usage_buffered.set(q.len() as i64);
+        let mut b = self.lock();
+        let n = n.min(b.queue.len());
+        let acked: Vec<Waiting> = b.queue.drain(..n).collect();
+        let oldest_waiting = b.queue.front().map(|w| w.segment);
+        let len = b.queue.len();
+        if let Some(journal) = b.journal.as_mut() {
+            if let Err(e) = journal.ack(acked.iter().map(|w| w.event.id), oldest_waiting) {
+                // Harmless for correctness: a replay resends what the api already stored, once.
+                tracing::warn!(error = %e, "cannot record a usage acknowledgement in the journal");
+            }
+        }
+        drop(b);
+        self.inner.metrics.usage_buffered.set(len as i64);
     }
 
     /// Logs and discards every buffered event (used when there is no api, or at the end of shutdown).
+    /// A journal keeps them: the next start ships them.
     pub fn drain_to_log(&self, reason: &'static str) {
-        let events: Vec<_> = self.lock().drain(..).collect();
-        for e in &events {
-            log_event(e, reason);
+        let events: Vec<_> = self.lock().queue.drain(..).collect();
+        for w in &events {
+            log_event(&w.event, reason);
         }
         self.inner.metrics.usage_buffered.set(0);
     }
@@ -287,6 +373,25 @@ async fn send(
     }
 }
 
+/// Syncs the journal's files to disk every `interval` until `stop` turns true, and once more then.
+pub async fn sync_journal(sink: UsageSink, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = stop.changed() => true,
+        };
+        let files = sink.journal_files();
+        let synced =
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data())).await;
+        if let Ok(Err(e)) = synced {
+            tracing::warn!(error = %e, "cannot sync the usage journal");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// Timing of the shipper, from [`UsageConfig`].
 #[derive(Clone, Debug)]
 pub struct ShipperSettings {
@@ -312,10 +417,11 @@ impl ShipperSettings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(n: u64) -> UsageEvent {
+    /// An event of tenant acme with `n` input tokens and a fresh id.
+    pub(crate) fn event(n: u64) -> UsageEvent {
         UsageEvent {
             id: uuid::Uuid::now_v7(),
             tenant: "acme".into(),

@@ -1058,3 +1058,98 @@ async fn connection_paths_cannot_climb_out_of_the_nango_proxy() {
         "nothing reached Nango"
     );
 }
+
+#[tokio::test]
+async fn the_feed_narrows_access_between_table_reloads_and_never_widens() {
+    use sha2::Digest;
+    let h = Harness::with(Options {
+        budget_poll_ms: 50,
+        ..Options::default()
+    })
+    .await;
+    let hash = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    let feed = |state: &str, token: &str, rpm: u32| {
+        let period = chrono::Utc::now().format("%Y-%m").to_string();
+        json!({"period": period, "tenants": [
+            {"tenant": "acme", "used": 0, "budget": 5_000_000, "state": "ok", "access": {
+                "state": state, "tokenSha256": hash(token),
+                "limits": {"requestsPerMinute": rpm, "tokensPerMinute": 60000,
+                           "monthlyTokenBudget": 5_000_000, "concurrentRequests": 2}}},
+            // The table has globex suspended: the feed saying active does not reactivate it.
+            {"tenant": "globex", "used": 0, "budget": 5_000_000, "state": "ok", "access": {
+                "state": "active", "tokenSha256": hash(GLOBEX_TOKEN),
+                "limits": {"requestsPerMinute": 1000, "tokensPerMinute": 1_000_000,
+                           "monthlyTokenBudget": 50_000_000, "concurrentRequests": 20}}},
+        ]})
+    };
+    let status = |token: &'static str| {
+        let h = &h;
+        async move { h.openai(token, chat("kimi-k2", false)).await.status() }
+    };
+    assert_eq!(status(ACME_TOKEN).await, 200);
+
+    // Suspended in the feed: 403 although the table says active.
+    *h.api.budget.lock().unwrap() = feed("suspended", ACME_TOKEN, 30);
+    eventually("the suspension arrives", || async {
+        status(ACME_TOKEN).await == 403
+    })
+    .await;
+    assert_eq!(
+        status(GLOBEX_TOKEN).await,
+        403,
+        "still suspended by the table"
+    );
+
+    // Reactivated in the feed before the table ever saw the suspension: back at the next poll.
+    *h.api.budget.lock().unwrap() = feed("active", ACME_TOKEN, 30);
+    eventually("the reactivation arrives", || async {
+        status(ACME_TOKEN).await == 200
+    })
+    .await;
+
+    // Rotated: the table's token is refused; the new one is not accepted before the table has it.
+    *h.api.budget.lock().unwrap() = feed("active", "the-new-token", 30);
+    eventually("the rotation arrives", || async {
+        status(ACME_TOKEN).await == 401
+    })
+    .await;
+    assert_eq!(status("the-new-token").await, 401);
+    let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rotated"));
+
+    // A lowered tier narrows the limits; a raised one leaves the table's.
+    let limit = |r: &reqwest::Response| {
+        r.headers()["x-ratelimit-limit-requests"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    *h.api.budget.lock().unwrap() = feed("active", ACME_TOKEN, 7);
+    eventually("the lowered tier arrives", || async {
+        let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
+        r.status() == 200 && limit(&r) == "7"
+    })
+    .await;
+    *h.api.budget.lock().unwrap() = feed("active", ACME_TOKEN, 100_000);
+    eventually("the raise does not widen", || async {
+        let r = h.openai(ACME_TOKEN, chat("kimi-k2", false)).await;
+        r.status() == 200 && limit(&r) == "30"
+    })
+    .await;
+
+    // A feed entry that does not parse fails the whole poll: the narrowing in force stays.
+    *h.api.budget.lock().unwrap() = feed("suspended", ACME_TOKEN, 30);
+    eventually("suspended again", || async {
+        status(ACME_TOKEN).await == 403
+    })
+    .await;
+    let mut bad = feed("active", ACME_TOKEN, 30);
+    bad["tenants"][0]["access"]["tokenSha256"] = json!("not-a-hash");
+    *h.api.budget.lock().unwrap() = bad;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(status(ACME_TOKEN).await, 403);
+}

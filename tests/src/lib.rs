@@ -584,28 +584,31 @@ pub fn seed_state_repo(dir: &Path) -> (PathBuf, String) {
 /// Builds (if needed) and returns the `openclaw-api` binary of the running test's profile and
 /// target folder, for tests that run the api as its own process.
 pub fn api_binary() -> PathBuf {
+    workspace_binary("api", "openclaw-api")
+}
+
+/// Builds (if needed) and returns the token proxy's binary, for tests that kill it.
+pub fn proxy_binary() -> PathBuf {
+    workspace_binary("proxy", "proxy")
+}
+
+/// Builds (if needed) and returns binary `bin` of `package` for the running test's profile and
+/// target folder.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let target_dir = profile_dir.parent().unwrap();
     let mut build =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     build
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "api",
-            "--bin",
-            "openclaw-api",
-            "--target-dir",
-        ])
+        .args(["build", "-q", "-p", package, "--bin", bin, "--target-dir"])
         .arg(target_dir);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
     let status = build.current_dir(checkout()).status().unwrap();
-    assert!(status.success(), "building openclaw-api");
-    profile_dir.join("openclaw-api")
+    assert!(status.success(), "building {bin}");
+    profile_dir.join(bin)
 }
 
 /// Writes `dir/api.toml` for the `openclaw-api` binary: listening on 127.0.0.1:`port`, its clone
@@ -929,4 +932,36 @@ async fn git_http_backend(
         }
     }
     response
+}
+
+/// A tenant's proxy token, decrypted from the secrets file the api committed at the head.
+pub fn proxy_token(p: &Platform, tenant: &str) -> String {
+    let text = file_at(
+        &p.remote(),
+        p.head(),
+        &compiler::layout::secrets_path(tenant),
+    )
+    .unwrap();
+    let secret = compiler::sops::decrypt(&text, &p.identity).unwrap();
+    secret.string_data()["proxy-token"].clone()
+}
+
+/// An OpenAI chat-completions stand-in (any model) that answers "hello from the stand-in" with 120
+/// prompt and 30 completion tokens. Returns its address.
+pub async fn openai_stand_in() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|axum::Json(request): axum::Json<Value>| async move {
+            axum::Json(serde_json::json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                "model": request["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from the stand-in"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
 }

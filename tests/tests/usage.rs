@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use e2e::{Backend, Options, Platform};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use sha2::Digest;
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -386,9 +387,14 @@ async fn budget_feed(p: &Platform) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The feed picks the new tenant up from the tenant table at the head, with its tier's budget.
     let entry = p.budget_entry_until("acme", |e| !e.is_null()).await;
+    // With its access at the head: what the proxies narrow their table with.
+    let token_sha256 = hex::encode(sha2::Sha256::digest(e2e::proxy_token(p, "acme").as_bytes()));
     assert_eq!(
         entry,
-        json!({"tenant": "acme", "used": 0, "budget": 5_000_000, "state": "ok"})
+        json!({"tenant": "acme", "used": 0, "budget": 5_000_000, "state": "ok",
+               "access": {"state": "active", "tokenSha256": token_sha256, "limits": {
+                   "requestsPerMinute": 30, "tokensPerMinute": 60000,
+                   "monthlyTokenBudget": 5_000_000, "concurrentRequests": 2}}})
     );
     assert_eq!(p.budget_feed().await["period"], current_period());
 

@@ -1,76 +1,15 @@
 //! The token proxy and the api speak the same usage-event and budget-feed formats: the real proxy
 //! (in process, with its production shipper and feed poller) sits between a tenant and an
 //! OpenAI-compatible stand-in upstream, ships what it meters to the real api, and enforces the
-//! budget the api's feed hands back. The proxy reads the tenant table the api committed, and uses
-//! the proxy token the api encrypted for the tenant.
+//! budget the api's feed hands back. The proxy reads the tenant table the api committed (the
+//! ConfigMap files, exported as the dev platform does), and uses the proxy token the api encrypted
+//! for the tenant.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::routing::post;
-use axum::Json;
 use e2e::{Backend, Options, Platform};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-/// An OpenAI chat-completions stand-in that reports 120 prompt and 30 completion tokens.
-async fn upstream() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|Json(request): Json<Value>| async move {
-            Json(json!({
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                "model": request["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
-            }))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
-/// Writes the tenant table shards of the state repo's head into `dir` as the proxy mounts them.
-fn export_table(p: &Platform, dir: &std::path::Path) {
-    let repo = p.remote();
-    let tree = repo.find_commit(p.head()).unwrap().tree().unwrap();
-    let table = repo
-        .find_tree(
-            tree.get_path(std::path::Path::new(compiler::tenant_table::DIR))
-                .unwrap()
-                .id(),
-        )
-        .unwrap();
-    for entry in table.iter() {
-        let name = entry.name().unwrap();
-        if !name.starts_with("tenant-table-") {
-            continue;
-        }
-        let blob = repo.find_blob(entry.id()).unwrap();
-        let map: serde_yaml::Value = serde_yaml::from_slice(blob.content()).unwrap();
-        for (key, text) in map["data"].as_mapping().unwrap() {
-            std::fs::write(
-                dir.join(key.as_str().unwrap()),
-                text.as_str().unwrap().as_bytes(),
-            )
-            .unwrap();
-        }
-    }
-}
-
-/// The tenant's proxy token, decrypted from the secrets file the api committed.
-fn proxy_token(p: &Platform, tenant: &str) -> String {
-    let text = e2e::file_at(
-        &p.remote(),
-        p.head(),
-        &compiler::layout::secrets_path(tenant),
-    )
-    .unwrap();
-    let secret = compiler::sops::decrypt(&text, &p.identity).unwrap();
-    secret.string_data()["proxy-token"].clone()
-}
 
 async fn chat(http: &reqwest::Client, proxy: &str, token: &str) -> (StatusCode, Value) {
     let response = http
@@ -103,9 +42,9 @@ async fn proxy_and_api(backend: Backend) {
     let (status, body, _) = p.provision("acme").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let table_dir = tempfile::tempdir().unwrap();
-    export_table(&p, table_dir.path());
-    let token = proxy_token(&p, "acme");
-    let upstream = upstream().await;
+    api::dev_proxy::export_tenant_table(&p.remote_path(), "main", table_dir.path()).unwrap();
+    let token = e2e::proxy_token(&p, "acme");
+    let upstream = e2e::openai_stand_in().await;
     let config = proxy::Config::from_toml(&format!(
         r#"
 listen = "127.0.0.1:0"
@@ -165,6 +104,47 @@ batch_size = 2
     );
     assert_eq!(report["byModel"][0]["model"], "kimi-for-coding");
 
+    // Access changes reach the proxy through the feed alone (the table folder is not refreshed
+    // here, as in a cluster before Flux and the kubelet catch up): suspension, reactivation, and a
+    // rotation that retires the old token; the new token works once the table carries it.
+    let change = |path: &'static str, body: Value| {
+        let p = &p;
+        async move {
+            let (status, answer) = p.call(Method::POST, path, Some(body), None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+        }
+    };
+    change("/v1/tenants/acme/suspend", json!({})).await;
+    eventually("the suspension reaches the proxy", || async {
+        chat(&http, &proxy_base, &token).await.0 == StatusCode::FORBIDDEN
+    })
+    .await;
+    change("/v1/tenants/acme/reactivate", json!({})).await;
+    eventually("the reactivation reaches the proxy", || async {
+        chat(&http, &proxy_base, &token).await.0 == StatusCode::OK
+    })
+    .await;
+    change("/v1/tenants/acme/rotate-proxy-token", json!({})).await;
+    let new_token = e2e::proxy_token(&p, "acme");
+    assert_ne!(new_token, token);
+    eventually("the rotation reaches the proxy", || async {
+        chat(&http, &proxy_base, &token).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(
+        chat(&http, &proxy_base, &new_token).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the feed never widens: the new token waits for the table"
+    );
+    api::dev_proxy::export_tenant_table(&p.remote_path(), "main", table_dir.path()).unwrap();
+    eventually("the new token works with the table", || async {
+        chat(&http, &proxy_base, &new_token).await.0 == StatusCode::OK
+    })
+    .await;
+    let token = new_token;
+    // At least five requests were answered (and more while the changes were on their way).
+    let answered = 5;
+
     // Another replica's traffic (shipped in the proxy's own event type) spends the budget; the
     // proxy learns it from the feed and refuses the tenant.
     let other_replica = proxy::usage::UsageEvent {
@@ -206,9 +186,12 @@ batch_size = 2
         let bytes = response.bytes().await.unwrap();
         // The proxy's own reader of the feed accepts the api's body.
         let feed: proxy::budget_feed::BudgetFeed = serde_json::from_slice(&bytes).unwrap();
-        feed.tenants
-            .iter()
-            .any(|t| t.tenant == "acme" && t.used == 5_000_450 && t.budget == 5_000_000)
+        feed.tenants.iter().any(|t| {
+            // The other replica's batch, sent twice, counts once.
+            t.tenant == "acme"
+                && (5_000_000 + 150 * answered..10_000_000).contains(&t.used)
+                && t.budget == 5_000_000
+        })
     })
     .await;
     eventually("the proxy refuses the exhausted tenant", || async {

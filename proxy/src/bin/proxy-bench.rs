@@ -58,6 +58,11 @@ struct Args {
     /// How long each stream stays open, in seconds.
     #[arg(long, default_value_t = 5)]
     stream_seconds: u64,
+    /// Run the proxy with a usage journal synced every this many milliseconds (0: every event);
+    /// without it, no journal. The journal lives in a temporary folder under $TMPDIR: point that at
+    /// the disk to measure.
+    #[arg(long)]
+    journal_fsync_ms: Option<u64>,
 }
 
 fn token(i: usize) -> String {
@@ -248,8 +253,16 @@ impl ProxyProcess {
         api: SocketAddr,
         tenants: usize,
         workers: Option<usize>,
+        journal_fsync_ms: Option<u64>,
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
+        let journal = match journal_fsync_ms {
+            Some(ms) => format!(
+                "[usage]\njournal_dir = \"{}\"\njournal_fsync_interval_ms = {ms}\n",
+                dir.path().join("journal").display()
+            ),
+            None => String::new(),
+        };
         let table = dir.path().join("table");
         std::fs::create_dir(&table)?;
         write_table(&table, tenants)?;
@@ -271,7 +284,7 @@ credential = "bench"
 budget_poll_interval_ms = 0
 [limits]
 pool_max_idle_per_host = 2048
-"#,
+{journal}"#,
                 table = table.display()
             ),
         )?;
@@ -441,8 +454,13 @@ async fn run_latency(args: &Args, upstream: SocketAddr, proxy: &ProxyProcess) {
         p.merge(load(&c, &via, args.rate, 1, args.tenants).await);
         proxy_cpu += proxy.cpu().saturating_sub(before);
     }
+    let journal = match args.journal_fsync_ms {
+        None => "no usage journal".to_owned(),
+        Some(0) => "usage journal synced every event".to_owned(),
+        Some(ms) => format!("usage journal synced every {ms} ms"),
+    };
     println!(
-        "\n## latency: {} req/s, {} s per side in alternating 1 s blocks, non-streaming, mock latency {} ms",
+        "\n## latency: {} req/s, {} s per side in alternating 1 s blocks, non-streaming, mock latency {} ms, {journal}",
         args.rate, args.seconds, args.upstream_latency_ms
     );
     println!("| path | requests | errors | p50 ms | p90 ms | p99 ms | max ms |");
@@ -635,6 +653,7 @@ async fn main() -> Result<()> {
             api,
             args.tenants,
             args.proxy_worker_threads,
+            args.journal_fsync_ms,
         )
         .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -652,6 +671,7 @@ async fn main() -> Result<()> {
             api,
             args.tenants,
             args.proxy_worker_threads,
+            args.journal_fsync_ms,
         )
         .await?;
         run_latency(&args, upstream, &proxy).await;
@@ -663,6 +683,7 @@ async fn main() -> Result<()> {
             api,
             args.tenants,
             args.proxy_worker_threads,
+            args.journal_fsync_ms,
         )
         .await?;
         run_streams(&args, upstream, &proxy).await;

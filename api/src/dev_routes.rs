@@ -1,0 +1,61 @@
+//! Endpoints that exist only on the one-command local platform (`openclaw-api dev`).
+//!
+//! `GET /v1/dev/tenants/{name}/proxy-token` answers a tenant's proxy token, decrypted from the
+//! tenant's secrets file at the state repo's head with the dev age identity, so that a developer
+//! can call the dev token proxy as the tenant's agent would. Admins only; the routes are not
+//! mounted outside dev mode, and the handler refuses again if they were.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::http::{authorize_tenant, ApiError, AppState, Caller};
+
+/// The dev-only routes, or none when `dev_mode` is off.
+pub fn routes(dev_mode: bool) -> Router<Arc<AppState>> {
+    if !dev_mode {
+        return Router::new();
+    }
+    Router::new().route("/v1/dev/tenants/{name}/proxy-token", get(proxy_token))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyToken {
+    tenant: String,
+    proxy_token: String,
+}
+
+async fn proxy_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !state.config.dev_mode {
+        return Err(ApiError::NotFound(
+            "no such endpoint; see /openapi.json".into(),
+        ));
+    }
+    if !caller.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may read a tenant's proxy token, and only in dev mode".into(),
+        ));
+    }
+    let name = authorize_tenant(&state, &caller, &name).await?;
+    let secrets = crate::http::current_secrets(&state, name.as_str()).await?;
+    let token = secrets.get("proxy-token").cloned().ok_or_else(|| {
+        ApiError::Internal("the tenant's secrets file holds no proxy-token".into())
+    })?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(ProxyToken {
+            tenant: name.as_str().to_owned(),
+            proxy_token: token,
+        }),
+    ))
+}
