@@ -38,6 +38,21 @@ pub struct Gateway {
     pub port: u16,
     /// The image's unprivileged user and group id.
     pub uid: i64,
+    /// The Telegram Bot API root the gateways call (`channels.telegram.apiRoot`): Telegram's own unless the
+    /// platform runs a Bot API server of its own, or a test points it at a stand-in.
+    #[serde(default = "default_telegram_api_root")]
+    pub telegram_api_root: String,
+}
+
+/// An http(s) URL that paths are appended to: no trailing slash, no whitespace.
+fn is_base_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.ends_with('/')
+        && !url.contains(char::is_whitespace)
+}
+
+fn default_telegram_api_root() -> String {
+    "https://api.telegram.org".to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,16 +214,23 @@ impl Platform {
             );
         }
         let url = &platform.token_proxy.url;
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.ends_with('/')
-            || url.contains(char::is_whitespace)
-        {
+        if !is_base_url(url) {
             bad(
                 "tokenProxy.url",
                 format!(
                     "tokenProxy.url {url:?} is not an http(s) base URL without a trailing slash"
                 ),
                 "write it like http://token-proxy.openclaw-platform.svc.cluster.local:8080",
+            );
+        }
+        let root = &platform.gateway.telegram_api_root;
+        if !is_base_url(root) {
+            bad(
+                "gateway.telegramApiRoot",
+                format!(
+                    "gateway.telegramApiRoot {root:?} is not an http(s) base URL without a trailing slash"
+                ),
+                "write it like https://api.telegram.org (the gateway appends /bot<token>/<method>)",
             );
         }
         let shards = platform.token_proxy.tenant_table_shards;
