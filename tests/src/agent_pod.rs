@@ -302,6 +302,16 @@ flush_interval_ms = 100
         Vec::<i32>::new(),
         "PID 1 reaps exited processes"
     );
+    let node = gateway
+        .memory_by_process()
+        .into_iter()
+        .find(|p| p.command.starts_with("node ") && p.command.ends_with(" gateway run"))
+        .expect("the gateway's Node process");
+    assert_ne!(
+        pod::pid_in_container(node.pid),
+        Some(1),
+        "Node is not the container's PID 1: an init reaps orphans and forwards signals"
+    );
 
     // The grace period covers the stop policy the gateway announces at start.
     let log = gateway.log();
@@ -316,13 +326,33 @@ flush_interval_ms = 100
         "terminationGracePeriodSeconds {grace} is shorter than the gateway's stop policy {policy_ms} ms"
     );
 
-    // No secret in the log.
+    // No secret in the log, and no attempt to download a plugin (a pod cannot, and should not).
     for (name, value) in secrets.values() {
         assert!(
             !log.contains(&value),
             "the {name} appears in the gateway's log"
         );
     }
+    // npm writes a debug log for every run into its cache, on the cache volume: the gateway may ask it where
+    // global packages live, but must not fetch anything.
+    let npm_fetches: Vec<String> = std::fs::read_dir(pod.volume("cache").join("npm/_logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .filter(|l| l.contains("http fetch") || l.contains("registry.npmjs.org"))
+        .collect();
+    assert!(
+        npm_fetches.is_empty() && !log.contains("registry.npmjs.org"),
+        "{}",
+        failure(
+            &gateway,
+            &format!(
+                "the gateway tried to download with npm:\n{}",
+                npm_fetches.join("\n")
+            )
+        )
+    );
 
     // SIGTERM, as the kubelet sends it: the pod stops within its grace period.
     let stopping = Instant::now();

@@ -712,6 +712,18 @@ impl Drop for Running {
     }
 }
 
+/// A process's id inside its container's PID namespace (the last field of `NSpid`).
+pub fn pid_in_container(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
 /// One process's memory, in bytes.
 #[derive(Debug, Clone)]
 pub struct ProcessMemory {
