@@ -213,25 +213,25 @@ impl Platform {
                 "the OpenClaw image runs as 1000",
             );
         }
-        let url = &platform.token_proxy.url;
-        if !is_base_url(url) {
-            bad(
+        for (at, url, example) in [
+            (
                 "tokenProxy.url",
-                format!(
-                    "tokenProxy.url {url:?} is not an http(s) base URL without a trailing slash"
-                ),
-                "write it like http://token-proxy.openclaw-platform.svc.cluster.local:8080",
-            );
-        }
-        let root = &platform.gateway.telegram_api_root;
-        if !is_base_url(root) {
-            bad(
+                &platform.token_proxy.url,
+                "http://token-proxy.openclaw-platform.svc.cluster.local:8080",
+            ),
+            (
                 "gateway.telegramApiRoot",
-                format!(
-                    "gateway.telegramApiRoot {root:?} is not an http(s) base URL without a trailing slash"
-                ),
-                "write it like https://api.telegram.org (the gateway appends /bot<token>/<method>)",
-            );
+                &platform.gateway.telegram_api_root,
+                "https://api.telegram.org (the gateway appends /bot<token>/<method>)",
+            ),
+        ] {
+            if !is_base_url(url) {
+                bad(
+                    at,
+                    format!("{at} {url:?} is not an http(s) base URL without a trailing slash"),
+                    &format!("write it like {example}"),
+                );
+            }
         }
         let shards = platform.token_proxy.tenant_table_shards;
         if shards != crate::layout::SHARDS {
