@@ -38,6 +38,21 @@ pub struct Gateway {
     pub port: u16,
     /// The image's unprivileged user and group id.
     pub uid: i64,
+    /// The Telegram Bot API root the gateways call (`channels.telegram.apiRoot`): Telegram's own unless the
+    /// platform runs a Bot API server of its own, or a test points it at a stand-in.
+    #[serde(default = "default_telegram_api_root")]
+    pub telegram_api_root: String,
+}
+
+/// An http(s) URL that paths are appended to: no trailing slash, no whitespace.
+fn is_base_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.ends_with('/')
+        && !url.contains(char::is_whitespace)
+}
+
+fn default_telegram_api_root() -> String {
+    "https://api.telegram.org".to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,18 +213,25 @@ impl Platform {
                 "the OpenClaw image runs as 1000",
             );
         }
-        let url = &platform.token_proxy.url;
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.ends_with('/')
-            || url.contains(char::is_whitespace)
-        {
-            bad(
+        for (at, url, example) in [
+            (
                 "tokenProxy.url",
-                format!(
-                    "tokenProxy.url {url:?} is not an http(s) base URL without a trailing slash"
-                ),
-                "write it like http://token-proxy.openclaw-platform.svc.cluster.local:8080",
-            );
+                &platform.token_proxy.url,
+                "http://token-proxy.openclaw-platform.svc.cluster.local:8080",
+            ),
+            (
+                "gateway.telegramApiRoot",
+                &platform.gateway.telegram_api_root,
+                "https://api.telegram.org (the gateway appends /bot<token>/<method>)",
+            ),
+        ] {
+            if !is_base_url(url) {
+                bad(
+                    at,
+                    format!("{at} {url:?} is not an http(s) base URL without a trailing slash"),
+                    &format!("write it like {example}"),
+                );
+            }
         }
         let shards = platform.token_proxy.tenant_table_shards;
         if shards != crate::layout::SHARDS {

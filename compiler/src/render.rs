@@ -30,6 +30,10 @@ pub const SECRET_NAME: &str = "openclaw-secrets";
 const STATE_DIR: &str = "/home/node/.openclaw";
 const CONFIG_DIR: &str = "/etc/openclaw";
 const TELEGRAM_TOKEN_FILE: &str = "/var/run/secrets/openclaw/telegram-bot-token";
+/// The gateway's install folder in its image.
+const APP_DIR: &str = "/app";
+/// `$XDG_CACHE_HOME`: the read-only root leaves no writable cache under the home folder otherwise.
+const CACHE_DIR: &str = "/home/node/.cache";
 
 /// A tenant whose spec and secrets file passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +89,7 @@ struct Context<'a> {
     paths: Paths,
     secret_name: &'static str,
     proxy: &'a crate::platform::TokenProxy,
+    telegram_api_root: &'a str,
     dns: &'a crate::platform::Dns,
     public_egress: &'a crate::platform::PublicEgress,
     model: ModelContext<'a>,
@@ -117,6 +122,8 @@ struct Quota {
 
 #[derive(Serialize)]
 struct Paths {
+    app: &'static str,
+    cache: &'static str,
     state: &'static str,
     config: &'static str,
     telegram_token_file: &'static str,
@@ -330,12 +337,15 @@ pub fn render_tenant(
         quota,
         node_heap_mib: node_heap_mib(&tier.memory_limit),
         paths: Paths {
+            app: APP_DIR,
+            cache: CACHE_DIR,
             state: STATE_DIR,
             config: CONFIG_DIR,
             telegram_token_file: TELEGRAM_TOKEN_FILE,
         },
         secret_name: SECRET_NAME,
         proxy: &platform.token_proxy,
+        telegram_api_root: &platform.gateway.telegram_api_root,
         dns: &platform.network.dns,
         public_egress: &platform.network.public_egress,
         model: ModelContext {

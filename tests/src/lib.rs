@@ -3,8 +3,14 @@
 //! state repo seeded from this checkout, a dev age key and a Telegram Bot API stand-in, and reads
 //! back what landed in git.
 //!
+//! [`pod`] runs a rendered pod's containers as the kubelet would, without a cluster; [`agent_pod`] runs the
+//! real gateway that way, from a Telegram message to the agent's reply.
+//!
 //! Tests that need an outside tool (kubectl, PostgreSQL) fail when `CI=true` and the tool is
 //! missing, and are skipped (with a message) otherwise.
+
+pub mod agent_pod;
+pub mod pod;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
