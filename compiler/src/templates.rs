@@ -23,6 +23,14 @@ pub const REQUIRED: &[&str] = &[
     "tenant/AGENTS.md.j2",
     "flux/tenant-kustomization.json.j2",
     "platform/tenant-table-shard.json.j2",
+    "platform/api.json.j2",
+    "platform/token-proxy.json.j2",
+    "platform/nango.json.j2",
+    "platform/databases.json.j2",
+    "platform/entry.json.j2",
+    "platform/operator.json.j2",
+    "platform/api-config.toml.j2",
+    "platform/token-proxy-config.toml.j2",
 ];
 
 /// The templates, compiled once and shared by every render (thread-safe).
