@@ -50,6 +50,10 @@ const CRDS: &[(&str, &str)] = &[
         include_str!("../crds/source.toolkit.fluxcd.io_helmrepositories.yaml"),
     ),
     (
+        "source.extensions.fluxcd.io_artifactgenerators.yaml",
+        include_str!("../crds/source.extensions.fluxcd.io_artifactgenerators.yaml"),
+    ),
+    (
         "source.toolkit.fluxcd.io_gitrepositories.yaml",
         include_str!("../crds/source.toolkit.fluxcd.io_gitrepositories.yaml"),
     ),
@@ -234,6 +238,7 @@ mod tests {
             ("gateway.networking.k8s.io/v1", "ReferenceGrant"),
             ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
             ("source.toolkit.fluxcd.io/v1", "HelmRepository"),
+            ("source.extensions.fluxcd.io/v1beta1", "ArtifactGenerator"),
             ("source.toolkit.fluxcd.io/v1", "GitRepository"),
             ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
             ("notification.toolkit.fluxcd.io/v1", "Receiver"),

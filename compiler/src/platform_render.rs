@@ -1,6 +1,6 @@
 //! Rendering the platform itself: templates/platform.yaml's `services` section in, `flux/platform/operators/`
 //! and `flux/platform/services/` out (the api, the token proxy, Nango, the CloudNativePG clusters, the public
-//! entry, and the operators as Flux HelmReleases).
+//! entry, the per-shard artifacts tenants' Kustomizations source, and the operators as Flux HelmReleases).
 //!
 //! The design is the tenants' ([`crate::render`]): every value is computed here, each template lays out a
 //! JSON list of objects, and each object is parsed into its k8s-openapi type or, for a custom resource,
@@ -47,19 +47,21 @@ const SERVICE_FILES: &[(&str, &str)] = &[
     ("nango.yaml", "platform/nango.json.j2"),
     ("databases.yaml", "platform/databases.json.j2"),
     ("entry.yaml", "platform/entry.json.j2"),
+    ("tenant-artifacts.yaml", "platform/tenant-artifacts.json.j2"),
 ];
 /// The operator template, rendered once per operator.
 const OPERATOR_TEMPLATE: &str = "platform/operator.json.j2";
 const API_CONFIG_TEMPLATE: &str = "platform/api-config.toml.j2";
 const PROXY_CONFIG_TEMPLATE: &str = "platform/token-proxy-config.toml.j2";
 
-/// Every template this module renders (for [`crate::templates::REQUIRED`]).
+/// Every template this module renders; loading templates refuses a set that lacks one.
 pub const TEMPLATES: &[&str] = &[
     "platform/api.json.j2",
     "platform/token-proxy.json.j2",
     "platform/nango.json.j2",
     "platform/databases.json.j2",
     "platform/entry.json.j2",
+    "platform/tenant-artifacts.json.j2",
     OPERATOR_TEMPLATE,
     API_CONFIG_TEMPLATE,
     PROXY_CONFIG_TEMPLATE,

@@ -9,7 +9,8 @@ use crate::diagnostics::{Diagnostic, Diagnostics};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Every template the compiler renders, by name (its path under templates/).
+/// Every tenant template the compiler renders, by name (its path under templates/); the platform's are
+/// [`crate::platform_render::TEMPLATES`].
 pub const REQUIRED: &[&str] = &[
     "tenant/namespace.json.j2",
     "tenant/serviceaccount.json.j2",
@@ -23,14 +24,6 @@ pub const REQUIRED: &[&str] = &[
     "tenant/AGENTS.md.j2",
     "flux/tenant-kustomization.json.j2",
     "platform/tenant-table-shard.json.j2",
-    "platform/api.json.j2",
-    "platform/token-proxy.json.j2",
-    "platform/nango.json.j2",
-    "platform/databases.json.j2",
-    "platform/entry.json.j2",
-    "platform/operator.json.j2",
-    "platform/api-config.toml.j2",
-    "platform/token-proxy-config.toml.j2",
 ];
 
 /// The templates, compiled once and shared by every render (thread-safe).
@@ -72,7 +65,7 @@ impl Templates {
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.add_filter("tojson", tojson);
         let mut problems = Diagnostics::new();
-        for name in REQUIRED {
+        for name in REQUIRED.iter().chain(crate::platform_render::TEMPLATES) {
             if !sources.contains_key(*name) {
                 problems.push(
                     Diagnostic::file(format!("templates/{name}"), "template is missing")

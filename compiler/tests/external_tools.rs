@@ -209,6 +209,7 @@ fn every_platform_custom_resource_matches_its_vendored_crd() {
     assert_eq!(
         kinds,
         [
+            "ArtifactGenerator",
             "Certificate",
             "Cluster",
             "ClusterIssuer",

@@ -380,6 +380,56 @@ fn a_misspelt_field_in_a_platform_template_is_an_error_not_a_silent_drop() {
     assert!(e.contains("cannot check"), "{e}");
 }
 
+/// Each tenant's Flux Kustomization sources the ExternalArtifact the generator makes of its shard folder, and
+/// its path, relative to that artifact, is the tenant's folder.
+#[test]
+fn every_tenant_kustomization_sources_its_shards_artifact() {
+    let objects = objects();
+    let generator = find(&objects, "ArtifactGenerator", "tenant-shards");
+    let spec = &generator["spec"];
+    let pattern = spec["pathPattern"].as_str().unwrap();
+    let folder_pattern = pattern.strip_prefix("@state/").unwrap();
+    assert_eq!(spec["sources"][0]["alias"], "state");
+    assert_eq!(spec["sources"][0]["kind"], "GitRepository");
+    let artifact = &spec["artifacts"][0];
+    assert_eq!(
+        artifact["copy"][0]["from"],
+        format!("{pattern}/**"),
+        "the artifact is the whole shard folder"
+    );
+    let root = support::repo_root();
+    let inputs = support::repo_inputs();
+    let mut checked = 0;
+    for tenant in &inputs.tenants {
+        let name = &tenant.folder;
+        let text =
+            std::fs::read_to_string(root.join(compiler::layout::flux_kustomization_path(name)))
+                .unwrap();
+        let k: Value = serde_yaml::from_str(&text).unwrap();
+        let shard = compiler::layout::shard_name(compiler::layout::shard_number(name));
+        assert_eq!(k["spec"]["sourceRef"]["kind"], "ExternalArtifact");
+        assert_eq!(
+            k["spec"]["sourceRef"]["name"],
+            artifact["name"]
+                .as_str()
+                .unwrap()
+                .replace("{shard}", &shard)
+        );
+        let folder = folder_pattern.replace("{shard}", &shard);
+        assert_eq!(folder, compiler::layout::output_shard_dir(&shard));
+        let path = k["spec"]["path"].as_str().unwrap();
+        let dir = root.join(&folder).join(path.strip_prefix("./").unwrap());
+        assert_eq!(dir, root.join(compiler::layout::output_dir(name)));
+        assert!(
+            dir.join("kustomization.yaml").is_file(),
+            "{}",
+            dir.display()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
+
 #[test]
 fn rendering_the_platform_is_deterministic() {
     let inputs = support::repo_inputs();
