@@ -13,13 +13,16 @@
 #![allow(clippy::result_large_err)]
 
 pub mod canonical;
+pub mod crd;
 pub mod diagnostics;
 pub mod flux;
 pub mod incremental;
 pub mod layout;
 pub mod platform;
+pub mod platform_render;
 pub mod quantity;
 pub mod render;
+pub mod services;
 pub mod sink;
 pub mod sops;
 pub mod source;
@@ -41,7 +44,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The folders (relative to the repository root) the compiler owns entirely: `build` removes anything in them
 /// it did not generate, and `check` reports it.
-pub const GENERATED_ROOTS: &[&str] = &[layout::OUTPUT_DIR, tenant_table::DIR];
+pub const GENERATED_ROOTS: &[&str] = &[
+    layout::OUTPUT_DIR,
+    tenant_table::DIR,
+    platform_render::OPERATORS_DIR,
+    platform_render::SERVICES_DIR,
+];
 
 /// Every generated file, keyed by its path relative to the repository root ('/'-separated).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +58,8 @@ pub struct Output {
 }
 
 /// Compiles the whole repository: every tenant's folder, the per-tenant Flux Kustomizations and their index,
-/// and the token proxy's tenant table. Reports every problem in every input at once.
+/// the token proxy's tenant table, and the platform's own manifests ([`platform_render`]). Reports every
+/// problem in every input at once.
 pub fn compile(
     platform: &Platform,
     templates: &Templates,
@@ -208,6 +217,10 @@ fn compile_filtered(
     }
     problems.into_result(())?;
     table_problems.into_result(())?;
+    keep(
+        platform_render::render_platform(platform, templates)?,
+        &mut all,
+    );
     keep(
         vec![
             (

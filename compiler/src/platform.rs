@@ -25,6 +25,8 @@ pub struct Platform {
     pub flux: Flux,
     pub network: Network,
     pub tiers: BTreeMap<TierName, Tier>,
+    /// What the platform itself runs (docs/platform.md, "services").
+    pub services: crate::services::Services,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -370,6 +372,7 @@ impl Platform {
                 "allow at least TCP 443",
             );
         }
+        crate::services::check(&platform.services, &mut bad);
         problems.into_result(platform)
     }
 

@@ -263,6 +263,8 @@ mod tests {
         ("flux/tenants/5b/globex/manifests.yaml", "globex\n"),
         ("flux/tenants/5b/globex.yaml", "globex kustomization\n"),
         ("flux/platform/tenant-table/tenant-table-00.yaml", "table\n"),
+        ("flux/platform/operators/kustomization.yaml", "operators\n"),
+        ("flux/platform/services/api.yaml", "api\n"),
     ];
 
     #[test]

@@ -9,7 +9,8 @@ use crate::diagnostics::{Diagnostic, Diagnostics};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Every template the compiler renders, by name (its path under templates/).
+/// Every tenant template the compiler renders, by name (its path under templates/); the platform's are
+/// [`crate::platform_render::TEMPLATES`].
 pub const REQUIRED: &[&str] = &[
     "tenant/namespace.json.j2",
     "tenant/serviceaccount.json.j2",
@@ -64,7 +65,7 @@ impl Templates {
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.add_filter("tojson", tojson);
         let mut problems = Diagnostics::new();
-        for name in REQUIRED {
+        for name in REQUIRED.iter().chain(crate::platform_render::TEMPLATES) {
             if !sources.contains_key(*name) {
                 problems.push(
                     Diagnostic::file(format!("templates/{name}"), "template is missing")

@@ -93,10 +93,13 @@ proptest! {
         let listed_in_shard = compiler::render::parse_shard_index(&output.files[&compiler::layout::shard_index_path(&shard_name)]).unwrap();
         prop_assert_eq!(listed_in_shard, vec![name.clone()]);
         let shards = compiler::render::parse_index(&output.files[compiler::layout::INDEX_PATH]).unwrap();
-        prop_assert_eq!(shards, vec![shard_name]);
-        // The Flux Kustomization builds the tenant's folder.
+        prop_assert_eq!(shards, vec![shard_name.clone()]);
+        // The Flux Kustomization builds the tenant's folder: its path inside its shard's artifact.
         let flux: Value = serde_yaml::from_str(&output.files[&compiler::layout::flux_kustomization_path(&name)]).unwrap();
-        let flux_path = format!("./{dir}");
+        let flux_path = format!("./{name}");
         prop_assert_eq!(flux["spec"]["path"].as_str(), Some(flux_path.as_str()));
+        prop_assert_eq!(format!("{}/{name}", compiler::layout::output_shard_dir(&shard_name)), dir.clone());
+        let artifact = format!("tenants-{shard_name}");
+        prop_assert_eq!(flux["spec"]["sourceRef"]["name"].as_str(), Some(artifact.as_str()));
     }
 }
