@@ -37,6 +37,9 @@ pub const SERVICES_DIR: &str = "flux/platform/services";
 pub const TABLE_MOUNT: &str = "/etc/token-proxy/tenant-table";
 /// Where the api and the proxy read their TOML configuration.
 const CONFIG_MOUNT: &str = "/etc/openclaw";
+/// Where the token proxy keeps its usage journal (docs/proxy.md): an emptyDir, which outlives a killed
+/// container (an OOM kill restarts the container in the same pod), so answered usage is shipped after it.
+const PROXY_JOURNAL_MOUNT: &str = "/var/lib/token-proxy/usage";
 /// Where the api reads the files of its Secret.
 const API_SECRETS_MOUNT: &str = "/var/run/secrets/openclaw-api";
 
@@ -103,6 +106,7 @@ pub fn render_platform(
             "table": TABLE_MOUNT,
             "config": CONFIG_MOUNT,
             "apiSecrets": API_SECRETS_MOUNT,
+            "proxyJournal": PROXY_JOURNAL_MOUNT,
         },
     });
     let mut problems = Diagnostics::new();
