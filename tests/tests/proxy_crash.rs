@@ -65,16 +65,13 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     }
 }
 
-/// The ledger's usage events of `tenant`, counted per prompt-token number.
-/// The tenant's events by input tokens, whatever incarnation they are filed under (`name@uid`,
-/// docs/security.md).
+/// The ledger's usage events of `tenant`'s live incarnation, counted per prompt-token number.
 async fn ledger(store: &api::store::Store, tenant: &str) -> BTreeMap<i64, i64> {
+    let key = store.ledger_keys(&[tenant]).await.unwrap().remove(tenant);
     let rows = sqlx::query(
-        "SELECT input_tokens, COUNT(*) AS n FROM usage_events WHERE tenant = $1 OR tenant LIKE $2 \
-         GROUP BY input_tokens",
+        "SELECT input_tokens, COUNT(*) AS n FROM usage_events WHERE tenant = $1 GROUP BY input_tokens",
     )
-    .bind(tenant)
-    .bind(format!("{tenant}@%"))
+    .bind(key.expect("the tenant is in the index"))
     .fetch_all(store.pool())
     .await
     .unwrap();
