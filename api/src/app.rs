@@ -10,7 +10,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::http::{router, AppState};
+use crate::http::AppState;
+use crate::routes::router;
 use crate::state_repo::{RepoError, StateRepo};
 use crate::store::{Store, StoreError};
 use crate::writer::{self, WriteError};
@@ -108,7 +109,7 @@ pub async fn start(
     .map_err(|e| AppError::Writer(WriteError::Internal(e.to_string())))??;
     let state =
         Arc::new(AppState::new(config.clone(), store, handle, metrics_handle()).with_auth(auth));
-    crate::budget::spawn_refresher(&state);
+    crate::feed_refresher::spawn_refresher(&state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| AppError::Listen(config.listen, e))?;

@@ -1,7 +1,7 @@
 //! Sign-in and session primitives, free of HTTP routing: the Telegram Login Widget check, RS256
 //! access tokens and their JWKS, refresh tokens, cookies, CSRF, the client address behind
-//! proxies and the per-address rate limiters. The handlers live in [`crate::sessions`]; the
-//! authorization of a caller on a tenant is [`crate::http::authorize_tenant`].
+//! proxies and the per-address rate limiters. The handlers live in [`crate::routes::sessions`]; the
+//! authorization of a caller on a tenant is [`crate::http::AuthorizedTenant`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -20,23 +20,22 @@
 //! Each entry also carries the tenant's `access` at the head (state, token hash, limits), which the
 //! proxies use only to narrow the table they have loaded until it catches up (docs/budget-feed.md):
 //! a suspension, a token rotation or a lowered tier reaches them within a poll.
+//!
+//! This module builds the answer and knows no HTTP: [`crate::feed_refresher`] keeps it current,
+//! [`crate::routes::budget`] serves it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use utoipa::ToSchema;
 
-use crate::http::{ApiError, AppState, ErrorBody};
-use crate::usage::{billable_by_tenant, Period, ProxyCaller};
+use crate::period::Period;
 
 /// Longest time between two rebuilds (month turns, tier changes, other api processes' ingest).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
@@ -135,7 +134,8 @@ pub struct HeadTenant {
 pub struct Snapshot {
     pub period: Period,
     pub body: Bytes,
-    pub etag: HeaderValue,
+    /// The body's entity tag, quoted (`"<hex>"`).
+    pub etag: String,
     /// Budget and access per tenant at the head.
     pub budgets: Arc<BTreeMap<String, HeadTenant>>,
 }
@@ -165,7 +165,13 @@ impl BudgetFeed {
         self.wake.notify_one();
     }
 
-    fn publish(&self, snapshot: Snapshot) {
+    /// Waits for the next [`BudgetFeed::wake`].
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Replaces the answer.
+    pub fn publish(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
     }
 }
@@ -195,8 +201,7 @@ pub fn build(
     })
     .expect("the feed serialises");
     let digest = Sha256::digest(&body);
-    let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..16])))
-        .expect("hex is a valid header value");
+    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
     Snapshot {
         period,
         body: Bytes::from(body),
@@ -215,6 +220,13 @@ pub struct TableCache {
     /// Per shard file: its blob and its tenants.
     shards: HashMap<String, (git2::Oid, Vec<(String, HeadTenant)>)>,
     budgets: Arc<BTreeMap<String, HeadTenant>>,
+}
+
+impl TableCache {
+    /// Budget and access per tenant at the head last loaded.
+    pub fn budgets(&self) -> &Arc<BTreeMap<String, HeadTenant>> {
+        &self.budgets
+    }
 }
 
 #[derive(Deserialize)]
@@ -293,123 +305,6 @@ pub fn load_budgets(
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// The refresher
-
-async fn refresh(state: &Arc<AppState>, cache: TableCache) -> (TableCache, Result<(), String>) {
-    let repo_path = state.config.repo.local_path.clone();
-    let reference = format!(
-        "refs/remotes/{}/{}",
-        crate::state_repo::REMOTE,
-        state.config.repo.branch
-    );
-    let loaded = tokio::task::spawn_blocking(move || {
-        let mut cache = cache;
-        let result = load_budgets(&repo_path, &reference, &mut cache);
-        (cache, result)
-    })
-    .await;
-    let (cache, result) = match loaded {
-        Ok(done) => done,
-        Err(e) => return (TableCache::default(), Err(e.to_string())),
-    };
-    if let Err(e) = result {
-        return (cache, Err(e));
-    }
-    let period = Period::current();
-    let used = match billable_by_tenant(state.store.pool(), period).await {
-        Ok(rows) => rows.into_iter().collect::<HashMap<_, _>>(),
-        Err(e) => return (cache, Err(format!("cannot read usage: {e}"))),
-    };
-    let snapshot = build(period, cache.budgets.clone(), &used);
-    metrics::gauge!("api_budget_feed_tenants").set(cache.budgets.len() as f64);
-    state.ledger.feed.publish(snapshot);
-    (cache, Ok(()))
-}
-
-/// Keeps the feed current until the api stops (it holds the api only weakly).
-pub fn spawn_refresher(state: &Arc<AppState>) {
-    let weak: Weak<AppState> = Arc::downgrade(state);
-    let ledger = state.ledger.clone();
-    tokio::spawn(async move {
-        let mut cache = TableCache::default();
-        let mut failing: Option<String> = None;
-        loop {
-            let Some(state) = weak.upgrade() else { return };
-            let (next, result) = refresh(&state, cache).await;
-            cache = next;
-            drop(state);
-            match result {
-                Ok(()) => {
-                    if failing.take().is_some() {
-                        tracing::info!("budget feed rebuilt again");
-                    }
-                }
-                Err(e) => {
-                    if failing.as_deref() != Some(e.as_str()) {
-                        tracing::warn!(error = %e, "cannot rebuild the budget feed; the last one stays in force");
-                    }
-                    failing = Some(e);
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(REFRESH_EVERY) => {}
-                _ = ledger.feed.wake.notified() => tokio::time::sleep(MIN_GAP).await,
-            }
-        }
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-
-fn matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
-    if_none_match.to_str().is_ok_and(|list| {
-        list.split(',')
-            .map(str::trim)
-            .any(|tag| tag == "*" || tag.trim_start_matches("W/").as_bytes() == etag.as_bytes())
-    })
-}
-
-/// Per tenant: billable tokens used this UTC month, the monthly budget and its state
-/// (docs/budget-feed.md). Answered from memory; supports `If-None-Match`.
-#[utoipa::path(get, path = "/internal/budget",
-    responses((status = 200, body = FeedBody), (status = 304, description = "unchanged since the ETag sent in If-None-Match"),
-        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "the first feed is still being built")),
-    security(("bearer" = [])))]
-pub async fn budget_feed(
-    State(state): State<Arc<AppState>>,
-    _proxy: ProxyCaller,
-    headers: HeaderMap,
-) -> Response {
-    let Some(snapshot) = state.ledger.feed.current() else {
-        return ApiError::Unavailable("the budget feed is being built; retry shortly".into())
-            .into_response();
-    };
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| matches(v, &snapshot.etag))
-    {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, snapshot.etag.clone())],
-        )
-            .into_response();
-    }
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, snapshot.etag.clone()),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        snapshot.body.clone(),
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,7 +354,7 @@ mod tests {
                     "monthlyTokenBudget": 30000000, "concurrentRequests": 2}}},
             ]})
         );
-        assert!(matches(&snapshot.etag, &snapshot.etag));
-        assert!(!matches(&HeaderValue::from_static("\"x\""), &snapshot.etag));
+        assert_eq!(snapshot.etag.len(), 34);
+        assert!(snapshot.etag.starts_with('"') && snapshot.etag.ends_with('"'));
     }
 }

@@ -1,27 +1,36 @@
 //! openclaw-cloud's api: every tenant lifecycle action becomes one git commit of the tenant's spec
 //! and its compiled output, pushed to the GitOps state repo that Flux watches.
 //!
-//! Code map:
-//! - [`config`]: layered configuration (defaults, TOML file, environment).
+//! Code map (dependencies point down; `tests/tests/module_graph.rs` refuses a module circle):
+//! - [`routes`]: every route, one module per area (`tenants`, `sessions`, `usage`, `budget`,
+//!   `ops`, `dev`), each with its own `routes()`, merged in [`routes::router`]; thin handlers.
+//! - [`idempotency`]: `Idempotency-Key` and [`idempotency::submit`], how a route hands a change
+//!   to the writer.
+//! - [`tenant_ops`]: what each tenant action does, without HTTP, for every front end: typed input
+//!   and an [`http::AuthorizedTenant`] in, a prepared change (for [`tenant_ops::apply`]) or an
+//!   answer out.
+//! - [`http`]: the leaf kernel: [`http::AppState`], [`http::ApiError`], extractors, callers and
+//!   authorization as a type ([`http::AuthorizedTenant`], [`http::AuthorizedIncarnation`]).
+//! - [`auth`]: sign-in primitives: Telegram login check, RS256 access tokens and JWKS, refresh
+//!   tokens, cookies, CSRF, client addresses, rate limits.
+//! - [`usage`]: the usage ledger (batch checks, storage, aggregates); [`budget`]: the budget feed
+//!   the proxies poll, kept current by [`feed_refresher`]; [`period`]: their UTC months.
+//! - The write path: [`lifecycle`] (what each action does to a tenant's files; links the
+//!   compiler), [`writer`] (the single writer thread: batching, outbox, push retries, crash
+//!   replay), [`state_repo`] (git plumbing: in-memory trees, packs and refs written and flushed
+//!   by hand, fetch and push; knows no tenants), [`reader`] (tenant state, history and platform
+//!   config read at the head).
 //! - [`store`]: the database (tenants index, customers, sessions, outbox, idempotency keys);
 //!   SQLite or PostgreSQL.
-//! - [`state_repo`]: git plumbing: in-memory trees, commits, fetch and push. Knows no tenants.
-//! - [`lifecycle`]: what each action does to a tenant's files; links the compiler.
-//! - [`writer`]: the single writer thread: batching, outbox, push retries, crash replay.
-//! - [`reader`]: tenant state and history read from the state repo's head.
-//! - [`telegram`]: bot token format and getMe.
-//! - [`usage`]: the usage ledger (proxy ingest, aggregates, customer usage); [`budget`]: the
-//!   budget feed the proxies poll.
-//! - [`http`]: routes, errors, callers and the tenant authorization check
-//!   ([`http::authorize_tenant`]), idempotency, ops endpoints, OpenAPI.
-//! - [`auth`]: sign-in primitives: Telegram login check, RS256 access tokens and JWKS, refresh
-//!   tokens, cookies, CSRF, client addresses, rate limits. [`sessions`]: their HTTP endpoints.
+//! - [`config`]: layered configuration; [`telegram`]: bot token format and getMe.
 //! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform;
-//!   [`dev_proxy`]: its token proxy (in process, fed from the state repo's table);
-//!   [`dev_routes`]: its dev-only endpoints.
+//!   [`dev_proxy`]: its token proxy (in process, fed from the state repo's table).
 //!
-//! Invariants: only the writer thread moves the state repo's branch; no plaintext secret reaches
-//! git, the database, a log line or an error message.
+//! Invariants: only the writer thread moves the state repo's branch; a batch's outbox rows,
+//! index rows and idempotency answers are committed in one transaction while its pack is flushed,
+//! and the branch moves only once both are durable, so a replay after a crash neither loses nor
+//! repeats an acknowledged change; every tenant handler gets its tenant from an authorization
+//! extractor; no plaintext secret reaches git, the database, a log line or an error message.
 
 pub mod app;
 pub mod auth;
@@ -29,13 +38,16 @@ pub mod budget;
 pub mod config;
 pub mod dev;
 pub mod dev_proxy;
-pub mod dev_routes;
+pub mod feed_refresher;
 pub mod http;
+pub mod idempotency;
 pub mod lifecycle;
+pub mod period;
 pub mod reader;
-pub mod sessions;
+pub mod routes;
 pub mod state_repo;
 pub mod store;
 pub mod telegram;
+pub mod tenant_ops;
 pub mod usage;
 pub mod writer;

@@ -4,11 +4,12 @@
 //! Each read opens its own handle on the api's clone: the writer thread owns the other one.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use git2::{Oid, Repository, Sort};
 use serde::Serialize;
 
-use crate::lifecycle::{spec_path, trailer};
+use crate::lifecycle::{compiled_for, secrets_path, spec_path, trailer, ChangeError, Compiled};
 use crate::state_repo::entry_id;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,62 @@ pub enum ReadError {
     Git(#[from] git2::Error),
     #[error("{} in the state repo is not a valid spec: {}", compiler::layout::spec_path(.0), .1)]
     BadSpec(String, String),
+}
+
+/// Why the platform config at the head could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("git: {}", .0.message())]
+    Git(#[from] git2::Error),
+    /// The head holds something the api cannot work with (templates/ missing or invalid).
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+}
+
+/// The platform config and templates at the head, for the checks handlers make at the boundary
+/// (tier and model exist, the age recipients to encrypt for). Keeps its own handle on the clone,
+/// opened once, and the parsed config of the last templates/ tree it saw.
+#[derive(Default)]
+pub struct HeadConfig {
+    inner: Mutex<HeadConfigInner>,
+}
+
+#[derive(Default)]
+struct HeadConfigInner {
+    repo: Option<Repository>,
+    compiled: Option<Arc<Compiled>>,
+}
+
+impl HeadConfig {
+    /// The platform config and templates at `tracking_ref` of the clone at `path` (blocking:
+    /// call it off the async runtime).
+    pub fn compiled(&self, path: &Path, tracking_ref: &str) -> Result<Arc<Compiled>, HeadError> {
+        let mut inner = self.inner.lock().expect("head config cache");
+        let inner = &mut *inner;
+        let repo = match &mut inner.repo {
+            Some(repo) => repo,
+            None => inner.repo.insert(Repository::open_bare(path)?),
+        };
+        let tip = repo.refname_to_id(tracking_ref)?;
+        let tree = repo.find_commit(tip).and_then(|c| c.tree())?;
+        Ok(compiled_for(repo, &tree, &mut inner.compiled)?)
+    }
+}
+
+/// The tenant's encrypted secrets file at the head; None when the tenant has none.
+pub fn secrets_file(
+    path: &Path,
+    tracking_ref: &str,
+    name: &str,
+) -> Result<Option<Vec<u8>>, git2::Error> {
+    let repo = Repository::open_bare(path)?;
+    let tip = repo.refname_to_id(tracking_ref)?;
+    let tree = repo.find_commit(tip).and_then(|c| c.tree())?;
+    Ok(crate::state_repo::read_file(
+        &repo,
+        &tree,
+        &secrets_path(name),
+    ))
 }
 
 /// One commit that touched a tenant, as auditors see it.

@@ -8,32 +8,21 @@
 //! model). Duplicates, replays and concurrent batches are therefore counted exactly once on both
 //! databases: the unique key decides, and rows are written in key order so that concurrent batches
 //! take their locks in the same order. This module owns the ledger's tables; the budget feed built
-//! on them is [`crate::budget`].
+//! on them is [`crate::budget`], and the endpoints are [`crate::routes::usage`]. It knows no HTTP.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use compiler::spec::TenantName;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 use subtle::ConstantTimeEq;
 use time::format_description::well_known::Rfc3339;
-use time::{Date, Month, OffsetDateTime, UtcOffset};
-use utoipa::{OpenApi, ToSchema};
+use time::{OffsetDateTime, UtcOffset};
+use utoipa::ToSchema;
 
-use crate::budget::{BudgetFeed, FeedState};
+use crate::budget::BudgetFeed;
 use crate::config::Config;
-use crate::http::{ApiError, AppState, Caller, ErrorBody, ErrorDetail};
-
-type Shared = Arc<AppState>;
+pub use crate::period::{day_label, Period};
 
 /// Most events in one batch (the proxy sends `usage.batch_size`, 500 by default).
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
@@ -78,6 +67,25 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// On SQLite, which takes one writer at a time, the turn of one ingest transaction (held
+    /// until dropped); None on PostgreSQL.
+    pub async fn ingest_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
+    /// Whether `presented` (a SHA-256) is one of the proxies' credentials. Compares against
+    /// every credential so the time taken does not say which one matched.
+    pub fn knows_proxy_credential(&self, presented: &[u8; 32]) -> bool {
+        let mut found = false;
+        for hash in &self.proxy_credentials {
+            found |= bool::from(hash.ct_eq(presented));
+        }
+        found
+    }
+
     pub fn new(config: &Config) -> Ledger {
         let proxy_credentials = config
             .proxy_credentials
@@ -102,120 +110,6 @@ impl Ledger {
                 .then(|| tokio::sync::Mutex::new(())),
         }
     }
-}
-
-/// A caller holding one of the token proxy's credentials (never an admin token: the
-/// configuration refuses a proxy credential that equals an admin token).
-pub struct ProxyCaller;
-
-impl axum::extract::FromRequestParts<Shared> for ProxyCaller {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &Shared,
-    ) -> Result<Self, Response> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|token| <[u8; 32]>::from(Sha256::digest(token.trim().as_bytes())));
-        let mut found = false;
-        if let Some(presented) = presented {
-            // Compare against every credential so the time taken does not say which one matched.
-            for hash in &state.ledger.proxy_credentials {
-                found |= bool::from(hash.ct_eq(&presented));
-            }
-        }
-        if found {
-            return Ok(ProxyCaller);
-        }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: "unauthorized".into(),
-                message: "send the token proxy's credential as `Authorization: Bearer <credential>` (config: proxy_credentials)".into(),
-                field: None,
-            },
-        };
-        Err((StatusCode::UNAUTHORIZED, Json(body)).into_response())
-    }
-}
-
-/// The incarnation of `tenant` whose usage `caller` may see, by the check of every endpoint that
-/// reads a tenant's past ([`crate::http::authorize_incarnation`]): admins see all, customers the
-/// incarnations they owned, and anything else is a 404.
-async fn authorize(
-    state: &Shared,
-    caller: &Caller,
-    tenant: &TenantName,
-    uid: Option<&str>,
-) -> Result<crate::http::Incarnation, ApiError> {
-    crate::http::authorize_incarnation(state, caller, tenant.as_str(), uid).await
-}
-
-// ---------------------------------------------------------------------------------------------
-// Periods and days
-
-/// A UTC calendar month, `YYYY-MM`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Period {
-    pub year: i32,
-    pub month: Month,
-}
-
-impl Period {
-    /// The month `at` falls in (UTC).
-    pub fn of(at: OffsetDateTime) -> Period {
-        let at = at.to_offset(UtcOffset::UTC);
-        Period {
-            year: at.year(),
-            month: at.month(),
-        }
-    }
-
-    pub fn current() -> Period {
-        Period::of(OffsetDateTime::now_utc())
-    }
-
-    /// Parses `YYYY-MM` (years 2000 to 9999).
-    pub fn parse(text: &str) -> Result<Period, String> {
-        let bad = || format!("{text:?} is not a month as YYYY-MM (for example 2026-11)");
-        let (y, m) = text.split_once('-').ok_or_else(bad)?;
-        if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let year: i32 = y.parse().map_err(|_| bad())?;
-        let month: u8 = m.parse().map_err(|_| bad())?;
-        let month = Month::try_from(month).map_err(|_| bad())?;
-        if year < 2000 {
-            return Err(bad());
-        }
-        Ok(Period { year, month })
-    }
-
-    pub fn label(self) -> String {
-        format!("{:04}-{:02}", self.year, u8::from(self.month))
-    }
-
-    pub fn first_day(self) -> Date {
-        Date::from_calendar_date(self.year, self.month, 1).expect("the first of a month exists")
-    }
-
-    pub fn last_day(self) -> Date {
-        let days = time::util::days_in_month(self.month, self.year);
-        Date::from_calendar_date(self.year, self.month, days).expect("the last of a month exists")
-    }
-}
-
-/// `YYYY-MM-DD`.
-pub fn day_label(date: Date) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,7 +174,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, other: &Totals) {
+    /// Adds `other` to these totals.
+    pub fn add(&mut self, other: &Totals) {
         self.billable_tokens += other.billable_tokens;
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
@@ -730,312 +625,6 @@ pub async fn key_by_incarnation(
         }
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-
-/// Store a batch of usage events from a token proxy (docs/usage-events.md). Idempotent by event
-/// id: a resent batch is acknowledged and counted once. A batch with any invalid event is refused
-/// whole and nothing is written.
-#[utoipa::path(post, path = "/internal/usage", request_body = UsageBatch,
-    responses((status = 200, body = IngestOutcome), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn ingest_usage(
-    State(state): State<Shared>,
-    _proxy: ProxyCaller,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<IngestOutcome>, ApiError> {
-    let started = Instant::now();
-    crate::http::require_json(&headers, "batch")?;
-    let body = body.map_err(|_| ApiError::Invalid {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        field: None,
-        message: format!("the batch is larger than {MAX_INGEST_BYTES} bytes; send smaller batches"),
-    })?;
-    let refused = |e: BatchError| {
-        metrics::counter!("api_usage_batches_total", "result" => "refused").increment(1);
-        ApiError::Invalid {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            field: Some(e.field),
-            message: e.message,
-        }
-    };
-    let batch: UsageBatch = crate::http::parse_json(&body).inspect_err(|_| {
-        metrics::counter!("api_usage_batches_total", "result" => "refused").increment(1);
-    })?;
-    let sent = batch.events.len();
-    let mut events = check_batch(batch).map_err(refused)?;
-    drop(body);
-    key_by_incarnation(&state.store, &mut events)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot store usage events: {e}")))?;
-    let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let writer = match &state.ledger.sqlite_writer {
-        Some(lock) => Some(lock.lock().await),
-        None => None,
-    };
-    let mut outcome = ingest(&state.store, &events, now)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot store usage events: {e}")))?;
-    drop(writer);
-    outcome.duplicates += sent - events.len();
-    state.ledger.feed.wake();
-    metrics::counter!("api_usage_batches_total", "result" => "stored").increment(1);
-    metrics::counter!("api_usage_events_total", "result" => "stored")
-        .increment(outcome.accepted as u64);
-    metrics::counter!("api_usage_events_total", "result" => "duplicate")
-        .increment(outcome.duplicates as u64);
-    metrics::histogram!("api_usage_ingest_seconds").record(started.elapsed().as_secs_f64());
-    Ok(Json(outcome))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct UsageQuery {
-    /// The UTC month, `YYYY-MM`; default the current one.
-    pub period: Option<String>,
-    /// The uid of the incarnation to read (default: the live one, else the caller's most
-    /// recently destroyed one).
-    pub incarnation: Option<String>,
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct PeriodsQuery {
-    /// As in [`UsageQuery`].
-    pub incarnation: Option<String>,
-}
-
-/// One UTC day of a period.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DayUsage {
-    /// `YYYY-MM-DD`.
-    pub day: String,
-    #[serde(flatten)]
-    pub totals: Totals,
-}
-
-/// One model in a period.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelUsage {
-    /// The model as the client named it.
-    pub model: String,
-    #[serde(flatten)]
-    pub totals: Totals,
-}
-
-/// A tenant's usage in one period.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageReport {
-    pub tenant: String,
-    /// `YYYY-MM`, a UTC calendar month.
-    pub period: String,
-    /// Whether this is the month in progress.
-    pub current: bool,
-    /// First day of the period (`YYYY-MM-DD`).
-    pub from: String,
-    /// Last day of the period.
-    pub to: String,
-    /// The monthly token budget of the tenant's tier (current period only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget: Option<u64>,
-    /// Budget state as the token proxies get it (current period only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "ok")]
-    pub state: Option<FeedState>,
-    pub total: Totals,
-    /// Every day of the period up to today, days without usage included (zeros).
-    pub by_day: Vec<DayUsage>,
-    /// Every model used in the period, by name.
-    pub by_model: Vec<ModelUsage>,
-}
-
-/// One period in a tenant's usage history.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PeriodUsage {
-    pub period: String,
-    #[serde(flatten)]
-    pub totals: Totals,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PeriodList {
-    pub tenant: String,
-    /// Periods with usage, newest first.
-    pub periods: Vec<PeriodUsage>,
-}
-
-fn unavailable(e: sqlx::Error) -> ApiError {
-    ApiError::Unavailable(format!("cannot read usage: {e}"))
-}
-
-fn tenant_param(name: &str) -> Result<TenantName, ApiError> {
-    TenantName::parse(name).map_err(|m| ApiError::Invalid {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        field: Some("name".into()),
-        message: m,
-    })
-}
-
-/// Whether the incarnation exists (the tenants index lists it) or ever had usage (a destroyed
-/// tenant keeps its history).
-async fn known_tenant(state: &Shared, tenant: &crate::http::Incarnation) -> Result<bool, ApiError> {
-    if tenant.live {
-        return Ok(true);
-    }
-    Ok(!periods(state.store.pool(), &tenant.ledger_key)
-        .await
-        .map_err(unavailable)?
-        .is_empty())
-}
-
-/// A tenant's usage in one UTC month: totals, every day, every model.
-#[utoipa::path(get, path = "/v1/tenants/{name}/usage", params(("name" = String, Path), UsageQuery),
-    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn tenant_usage(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(query): Query<UsageQuery>,
-) -> Result<Json<UsageReport>, ApiError> {
-    let name = tenant_param(&name)?;
-    let incarnation = authorize(&state, &caller, &name, query.incarnation.as_deref()).await?;
-    let key = incarnation.ledger_key.as_str();
-    let today = OffsetDateTime::now_utc().date();
-    let current = Period::of(OffsetDateTime::now_utc());
-    let period = match &query.period {
-        None => current,
-        Some(text) => Period::parse(text).map_err(|m| ApiError::Invalid {
-            status: StatusCode::BAD_REQUEST,
-            field: Some("period".into()),
-            message: m,
-        })?,
-    };
-    if period > current {
-        return Err(ApiError::Invalid {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            field: Some("period".into()),
-            message: format!(
-                "{} has not begun; the current period is {}",
-                period.label(),
-                current.label()
-            ),
-        });
-    }
-    if !known_tenant(&state, &incarnation).await? {
-        return Err(ApiError::NotFound(format!(
-            "tenant {:?} does not exist and has no usage",
-            name.as_str()
-        )));
-    }
-    let pool = state.store.pool();
-    let days = by_day(pool, key, period).await.map_err(unavailable)?;
-    let models = by_model(pool, key, period).await.map_err(unavailable)?;
-    let mut total = Totals::default();
-    for (_, t) in &models {
-        total.add(t);
-    }
-    let mut recorded: BTreeMap<String, Totals> = days.into_iter().collect();
-    let last = if period == current {
-        today
-    } else {
-        period.last_day()
-    };
-    let mut by_day = Vec::new();
-    let mut day = period.first_day();
-    loop {
-        let label = day_label(day);
-        let totals = recorded.remove(&label).unwrap_or_default();
-        by_day.push(DayUsage { day: label, totals });
-        if day >= last {
-            break;
-        }
-        day = day.next_day().expect("days within a month");
-    }
-    let (budget, feed_state) = if period == current && incarnation.live {
-        match state.ledger.feed.budget_of(name.as_str()) {
-            Some(budget) => (
-                Some(budget),
-                Some(FeedState::of(total.billable_tokens.max(0) as u64, budget)),
-            ),
-            None => (None, None),
-        }
-    } else {
-        (None, None)
-    };
-    Ok(Json(UsageReport {
-        tenant: name.to_string(),
-        period: period.label(),
-        current: period == current,
-        from: day_label(period.first_day()),
-        to: day_label(period.last_day()),
-        budget,
-        state: feed_state,
-        total,
-        by_day,
-        by_model: models
-            .into_iter()
-            .map(|(model, totals)| ModelUsage { model, totals })
-            .collect(),
-    }))
-}
-
-/// The periods in which a tenant used tokens, with their totals, newest first.
-#[utoipa::path(get, path = "/v1/tenants/{name}/usage/periods", params(("name" = String, Path), PeriodsQuery),
-    responses((status = 200, body = PeriodList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn tenant_periods(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(query): Query<PeriodsQuery>,
-) -> Result<Json<PeriodList>, ApiError> {
-    let name = tenant_param(&name)?;
-    let incarnation = authorize(&state, &caller, &name, query.incarnation.as_deref()).await?;
-    let list = periods(state.store.pool(), &incarnation.ledger_key)
-        .await
-        .map_err(unavailable)?;
-    if list.is_empty()
-        && !(incarnation.live && state.ledger.feed.budget_of(name.as_str()).is_some())
-    {
-        return Err(ApiError::NotFound(format!(
-            "tenant {:?} does not exist and has no usage",
-            name.as_str()
-        )));
-    }
-    Ok(Json(PeriodList {
-        tenant: name.to_string(),
-        periods: list
-            .into_iter()
-            .map(|(period, totals)| PeriodUsage { period, totals })
-            .collect(),
-    }))
-}
-
-#[derive(OpenApi)]
-#[openapi(paths(ingest_usage, tenant_usage, tenant_periods, crate::budget::budget_feed))]
-pub struct UsageDoc;
-
-/// The ledger's routes, merged into the api's router.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(
-            "/internal/usage",
-            post(ingest_usage).layer(DefaultBodyLimit::max(MAX_INGEST_BYTES)),
-        )
-        .route("/internal/budget", get(crate::budget::budget_feed))
-        .route("/v1/tenants/{name}/usage", get(tenant_usage))
-        .route("/v1/tenants/{name}/usage/periods", get(tenant_periods))
 }
 
 #[cfg(test)]

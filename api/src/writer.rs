@@ -113,6 +113,17 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
+    /// A handle whose writer is gone (every submit answers that it stopped), for the tests of
+    /// what runs before a change reaches the writer.
+    #[cfg(test)]
+    pub(crate) fn detached() -> WriterHandle {
+        let (tx, _) = mpsc::sync_channel::<Job>(1);
+        WriterHandle {
+            tx,
+            remote_ok: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Queues `change` and waits until it is pushed, queued or refused.
     pub async fn submit(
         &self,

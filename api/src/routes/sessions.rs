@@ -1,6 +1,6 @@
 //! Customer sign-in and sessions over HTTP: Telegram login (JSON for API clients, the widget's
 //! redirect for browsers), the dev login, refresh-token rotation, logout, "log out everywhere",
-//! the caller's account, the caller's tenants and the JWKS.
+//! the caller's account and the JWKS. (The caller's tenants are in [`super::tenants`].)
 //!
 //! API clients get the tokens in the JSON body and send `Authorization: Bearer <access token>`.
 //! Browsers get cookies (see [`crate::auth::session_cookies`]) and must repeat the CSRF cookie in
@@ -11,16 +11,30 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{self, now_s, LoginError};
-use crate::http::{authorize_tenant_list, ApiError, AppState, Caller, ClientAddr, JsonBody};
+use crate::http::{ApiError, AppState, Caller, ClientAddr, JsonBody};
 use crate::store::{Customer, RefreshOutcome};
 use sha2::{Digest, Sha256};
 
 type Shared = std::sync::Arc<AppState>;
+
+/// The sign-in and account routes.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v1/auth/telegram", post(telegram_login))
+        .route("/v1/auth/telegram/callback", get(telegram_callback))
+        .route("/v1/auth/dev-login", post(dev_login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/logout-all", post(logout_all))
+        .route("/v1/me", get(me).patch(update_me))
+        .route("/.well-known/jwks.json", get(jwks))
+}
 
 /// A new session for API clients.
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,19 +105,6 @@ pub struct DevLoginRequest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RefreshRequest {
     pub refresh_token: Option<String>,
-}
-
-/// A tenant of the caller.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TenantSummary {
-    pub name: String,
-    /// The owning customer's id (null: unknown owner, admins only).
-    pub owner_id: Option<String>,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub last_commit: String,
 }
 
 fn unavailable(e: crate::store::StoreError) -> ApiError {
@@ -528,7 +529,7 @@ pub async fn update_me(
         ));
     }
     if let Some(email) = &email {
-        crate::http::record_email(&state, &customer.id, email).await?;
+        crate::tenant_ops::record_email(&state, &customer.id, email).await?;
     }
     if let Some(name) = &name {
         state
@@ -548,26 +549,6 @@ pub async fn update_me(
         name: crate::http::customer_actor(&updated).name,
         customer: Some((&updated).into()),
     }))
-}
-
-/// The caller's tenants (admins: every tenant), from the tenants index.
-#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantSummary]), (status = 401, body = crate::http::ErrorBody)), security(("bearer" = [])))]
-pub async fn list_tenants(
-    State(state): State<Shared>,
-    caller: Caller,
-) -> Result<Json<Vec<TenantSummary>>, ApiError> {
-    let rows = authorize_tenant_list(&state, &caller).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| TenantSummary {
-                name: r.name,
-                owner_id: r.owner_id,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-                last_commit: r.last_commit,
-            })
-            .collect(),
-    ))
 }
 
 /// The public keys that verify access tokens (current and previous), as a JWKS.

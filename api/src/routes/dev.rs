@@ -7,14 +7,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::http::{authorize_tenant, ApiError, AppState, Caller};
+use crate::http::{ApiError, AppState, AuthorizedTenant, Caller};
 
 /// The dev-only routes, or none when `dev_mode` is off.
 pub fn routes(dev_mode: bool) -> Router<Arc<AppState>> {
@@ -31,23 +32,39 @@ struct ProxyToken {
     proxy_token: String,
 }
 
+/// An admin caller in dev mode, checked before the tenant is: anyone else gets the same answer
+/// whatever tenant they name.
+struct DevAdmin;
+
+impl FromRequestParts<Arc<AppState>> for DevAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !state.config.dev_mode {
+            return Err(ApiError::NotFound(
+                "no such endpoint; see /openapi.json".into(),
+            ));
+        }
+        if !caller.admin {
+            return Err(ApiError::Forbidden(
+                "only an admin may read a tenant's proxy token, and only in dev mode".into(),
+            ));
+        }
+        Ok(DevAdmin)
+    }
+}
+
 async fn proxy_token(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(name): Path<String>,
+    _admin: DevAdmin,
+    tenant: AuthorizedTenant,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !state.config.dev_mode {
-        return Err(ApiError::NotFound(
-            "no such endpoint; see /openapi.json".into(),
-        ));
-    }
-    if !caller.admin {
-        return Err(ApiError::Forbidden(
-            "only an admin may read a tenant's proxy token, and only in dev mode".into(),
-        ));
-    }
-    let name = authorize_tenant(&state, &caller, &name).await?;
-    let secrets = crate::http::current_secrets(&state, name.as_str()).await?;
+    let name = tenant.name();
+    let secrets = crate::tenant_ops::current_secrets(&state, &tenant).await?;
     let token = secrets.get("proxy-token").cloned().ok_or_else(|| {
         ApiError::Internal("the tenant's secrets file holds no proxy-token".into())
     })?;
