@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use api::config::Config;
 use api::state_repo::{Edit, StateRepo};
 use compiler::layout;
-use e2e::ssh::{keygen, Sshd};
+use e2e::ssh::{keygen, list_host_key, Sshd};
 use git2::{Cred, FileMode, Oid, PushOptions, RemoteCallbacks, Repository, Signature};
 
 struct Args {
@@ -337,13 +337,7 @@ fn main() {
     let _sshd = Sshd::start(&ssh_dir, port, &host_key, &client_key);
     // libgit2 checks the host key against $HOME/.ssh/known_hosts, as the api does.
     let home = dir.path().join("home");
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-    std::fs::write(
-        home.join(".ssh/known_hosts"),
-        format!("[127.0.0.1]:{port} {}\n", host_pub.trim()),
-    )
-    .unwrap();
+    list_host_key(&home, port, &host_key);
     std::env::set_var("HOME", &home);
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
 

@@ -71,3 +71,15 @@ impl Drop for Sshd {
         let _ = self.0.wait();
     }
 }
+
+/// Makes `home`/.ssh/known_hosts list the host key of an sshd on 127.0.0.1:`port`, the file
+/// libgit2 (like git) checks a server's key against.
+pub fn list_host_key(home: &Path, port: u16, host_key: &Path) {
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+    std::fs::write(
+        home.join(".ssh/known_hosts"),
+        format!("[127.0.0.1]:{port} {}\n", host_pub.trim()),
+    )
+    .unwrap();
+}

@@ -38,6 +38,21 @@ fn git(args: &[&str], dir: Option<&Path>) -> Result<(), String> {
     }
 }
 
+/// A bare clone over git's own protocol (`--no-local`: no copy of the files, as from a git host).
+fn clone(url: &str, dest: &Path) -> Result<(), String> {
+    git(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "--no-local",
+            url,
+            &dest.to_string_lossy(),
+        ],
+        None,
+    )
+}
+
 fn pack_count(repo: &Path) -> usize {
     std::fs::read_dir(repo.join("objects/pack"))
         .map(|entries| {
@@ -78,17 +93,7 @@ fn spawn_readers(
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 let dest = work.join(format!("clone-{reader}-{n}"));
-                match git(
-                    &[
-                        "clone",
-                        "-q",
-                        "--bare",
-                        "--no-local",
-                        &url,
-                        &dest.to_string_lossy(),
-                    ],
-                    None,
-                ) {
+                match clone(&url, &dest) {
                     Ok(()) => {
                         seen.clones.fetch_add(1, Ordering::Relaxed);
                     }
@@ -104,18 +109,7 @@ fn spawn_readers(
         let (url, work, stop, seen) = (url.clone(), work.clone(), stop.clone(), seen.clone());
         threads.push(std::thread::spawn(move || {
             let dest = work.join("fetcher.git");
-            git(
-                &[
-                    "clone",
-                    "-q",
-                    "--bare",
-                    "--no-local",
-                    &url,
-                    &dest.to_string_lossy(),
-                ],
-                None,
-            )
-            .unwrap();
+            clone(&url, &dest).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 match git(
                     &["fetch", "-q", &url, "+refs/heads/*:refs/heads/*"],

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::ssh::{keygen, Sshd, SSHD};
+use e2e::ssh::{keygen, list_host_key, Sshd, SSHD};
 use e2e::{file_at, git_fsck, linear_history, Platform};
 use reqwest::StatusCode;
 
@@ -93,13 +93,7 @@ async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
 
     // With the server's key in known_hosts: clone, provision, push.
     let home = dir.path().join("home");
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-    std::fs::write(
-        home.join(".ssh/known_hosts"),
-        format!("[127.0.0.1]:{port} {}\n", host_pub.trim()),
-    )
-    .unwrap();
+    list_host_key(&home, port, &host_key);
     let log = dir.path().join("api.log");
     let mut child = run(&home, &log);
     let base = format!("http://127.0.0.1:{api_port}");
