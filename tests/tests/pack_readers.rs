@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 
 const GIT: &str = "/usr/bin/git";
 const TENANTS: usize = 200;
-const CLIENTS: usize = 12;
+const CLIENTS: usize = 16;
 const MAX_PACKS: usize = 16;
 
 fn git(args: &[&str], dir: Option<&Path>) -> Result<(), String> {
