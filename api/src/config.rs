@@ -64,6 +64,10 @@ pub struct RepoConfig {
     pub fetch_interval_seconds: u64,
     /// Most changes combined into one push.
     pub max_batch: usize,
+    /// Most pack files the api lets its clone's (and a remote on this machine's) `objects/pack/`
+    /// hold: at this many, the next batch first removes rolled-up packs and rolls packs up until
+    /// there is room (docs/api.md, "Pack rollups").
+    pub max_packs: usize,
     /// Committer identity of the api's commits (the author is the caller).
     pub committer_name: String,
     pub committer_email: String,
@@ -238,6 +242,7 @@ impl Default for Config {
                 push_retries: 8,
                 fetch_interval_seconds: 15,
                 max_batch: 64,
+                max_packs: 32,
                 committer_name: "openclaw-api".into(),
                 committer_email: "api@openclaw.cloud".into(),
             },
@@ -332,6 +337,14 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "repo.max_batch must be at least 1".into(),
             ));
+        }
+        if self.repo.max_packs < crate::state_repo::MIN_MAX_PACKS {
+            return Err(ConfigError::Invalid(format!(
+                "repo.max_packs is {}; it must be at least {} (the packs two rollups take and make); \
+                 raise it or leave it out (default 32)",
+                self.repo.max_packs,
+                crate::state_repo::MIN_MAX_PACKS
+            )));
         }
         Ok(())
     }
@@ -499,6 +512,21 @@ mod tests {
             let err = Config::load(Some(&file)).unwrap_err().to_string();
             assert!(err.contains("only `openclaw-api dev`"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_pack_bound_below_two_rollups_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.toml");
+        std::fs::write(&file, "[repo]\nmax_packs = 3\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("repo.max_packs is 3") && err.contains("at least 16"),
+            "{err}"
+        );
+        std::fs::write(&file, "[repo]\nmax_packs = 16\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().repo.max_packs, 16);
+        assert_eq!(Config::default().repo.max_packs, 32);
     }
 
     #[test]

@@ -103,11 +103,16 @@ const ROLLUP_FAN_IN: usize = 8;
 /// `git repack`, which keeps its memory within git's own bounds.
 const ROLLUP_TOP_CLASS: usize = 3;
 
-/// How long the packs a rollup replaced stay on disk beside the pack that replaces them. A reader
-/// (libgit2, git) that misses an object lists the pack folder again; a listing is not atomic, so
-/// one made while the new pack appears and the old ones go could see neither. Removing the old
-/// packs long after the new one appeared means every listing sees one of them.
+/// How long the packs a rollup replaced stay on disk beside the pack that replaces them, unless
+/// `repo.max_packs` needs the room sooner. A reader (libgit2, git) that misses an object lists the
+/// pack folder again; a listing is not atomic, so one made while the new pack appears and the old
+/// ones go could see neither. Removing the old packs long after the new one appeared means every
+/// listing sees one of them; removing them sooner still leaves the new pack in place first, which
+/// a reader's next listing finds.
 const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The smallest `repo.max_packs`: a rollup's inputs and its result must fit beside a new pack.
+pub const MIN_MAX_PACKS: usize = 2 * ROLLUP_FAN_IN;
 
 /// Keeps the number of pack files small. Every batch adds a pack (to the clone and, for a remote
 /// on this machine, to the remote), and libgit2 and git look through every pack for an object, so
@@ -120,6 +125,9 @@ const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// - When the writer is idle, `git repack -d --geometric=2` runs in the background (if a `git`
 ///   binary is installed), which also finds deltas and rolls up packs from fetches and earlier
 ///   runs. Both are safe beside readers and beside git processes working on the same repository.
+/// - A hard bound: before a batch's pack is written, a pack folder holding `repo.max_packs`
+///   packs is brought below that ([`StateRepo::make_room`]): replaced packs go at once, a
+///   rollup in flight is waited for, and packs are rolled up on the spot, whatever the load.
 #[derive(Default)]
 struct Maintenance {
     /// Pushed packs of this process by size class (class n holds about FAN_IN^n batches).
@@ -132,6 +140,9 @@ struct Maintenance {
     repack: Option<std::process::Child>,
     /// Packs written since the last `git repack` started.
     since_repack: usize,
+    /// Whether the last [`StateRepo::make_room`] found packs over the bound it could not roll up
+    /// (said once until it succeeds again).
+    over_bound: bool,
 }
 
 /// A commit's tree, read through the objects not yet on disk.
@@ -407,47 +418,31 @@ impl StateRepo {
 
     /// Rolls pushed packs up in the background (see [`Maintenance`]); call after each push.
     pub fn maintain(&mut self) {
+        let clone = self.config.local_path.join("objects/pack");
         let m = &mut self.maintenance;
         if let Some(child) = &mut m.repack {
             match child.try_wait() {
                 Ok(None) => return,
-                // git rolled up whatever it found, ours included: start the classes afresh.
-                _ => {
-                    m.repack = None;
-                    m.classes.clear();
-                    m.retired.clear();
-                }
+                _ => m.repack_finished(&clone),
             }
         }
-        if let Some((class, rollup)) = m.rollup.take() {
+        if let Some((_, rollup)) = &m.rollup {
             if !rollup.is_finished() {
-                m.rollup = Some((class, rollup));
                 return;
             }
-            match rollup.join() {
-                Ok(Ok(rolled)) => {
-                    if let Some(name) = rolled.merged {
-                        while m.classes.len() <= class {
-                            m.classes.push(Vec::new());
-                        }
-                        m.classes[class].push(name);
-                    }
-                    if !rolled.replaced.is_empty() {
-                        m.retired
-                            .push_back((std::time::Instant::now(), rolled.replaced));
-                    }
-                }
-                // The inputs stay as they are; the next idle `git repack` takes them.
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot roll packs up"),
-                Err(_) => tracing::warn!("rolling packs up panicked"),
-            }
+            m.join_rollup();
         }
         let Some(class) = m.next_rollup() else {
             return;
         };
+        // Its pack must fit under `repo.max_packs` beside the ones there; if not, the next batch
+        // makes room on the spot (`make_room`).
+        if !self.room_for_one() {
+            return;
+        }
+        let m = &mut self.maintenance;
         let inputs: Vec<PackName> = m.classes[class].drain(..ROLLUP_FAN_IN).collect();
         let due = m.due_for_removal();
-        let clone = self.config.local_path.join("objects/pack");
         let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
         let spawned = std::thread::Builder::new()
             .name("pack-rollup".into())
@@ -486,10 +481,10 @@ impl StateRepo {
             }
         }
         self.maintain();
-        let m = &mut self.maintenance;
-        if m.rollup.is_some() {
+        if self.maintenance.rollup.is_some() || !self.room_for_one() {
             return;
         }
+        let m = &mut self.maintenance;
         m.since_repack = 0;
         let mut dirs = vec![self.config.local_path.clone()];
         if let Some(remote) = local_path(&self.config.remote_url) {
@@ -512,29 +507,93 @@ impl StateRepo {
         }
     }
 
-    /// Waits for background maintenance (on shutdown).
+    /// Waits for background maintenance (on shutdown). Replaced packs whose time beside their
+    /// replacement is over go; the others stay on disk: readers of a remote on this machine (a
+    /// `git clone` listing its pack folder) go on after the api stops, and a pack removed under
+    /// such a listing breaks it. The next `git repack` takes what stays.
     pub fn finish_maintenance(&mut self) {
-        if let Some(mut child) = self.maintenance.repack.take() {
+        let clone = self.config.local_path.join("objects/pack");
+        let m = &mut self.maintenance;
+        if let Some(mut child) = m.repack.take() {
             let _ = child.wait();
         }
-        if let Some((_, rollup)) = self.maintenance.rollup.take() {
-            if let Ok(Ok(rolled)) = rollup.join() {
-                self.maintenance
-                    .retired
-                    .push_back((std::time::Instant::now(), rolled.replaced));
-            }
+        if m.rollup.is_some() {
+            m.join_rollup();
         }
-        // Nothing reads any more: whatever was replaced goes now (or the next `git repack` takes it).
-        let replaced: Vec<PackName> = self
-            .maintenance
-            .retired
-            .drain(..)
-            .flat_map(|(_, packs)| packs)
-            .collect();
+        let due = m.due_for_removal();
+        let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
+        if let Err(e) = remove_packs(&clone, remote.as_deref(), &due) {
+            tracing::warn!(error = %e, "cannot remove rolled-up packs");
+        }
+    }
+
+    /// Whether one more pack fits under `repo.max_packs` beside those on disk and in flight.
+    fn room_for_one(&self) -> bool {
+        self.pack_count()
+            .is_ok_and(|n| n + self.maintenance.in_flight() < self.config.max_packs)
+    }
+
+    /// How many packs the clone's pack folder, or a remote on this machine's, holds (the larger).
+    fn pack_count(&self) -> std::io::Result<usize> {
+        let clone = pack::count(&self.config.local_path.join("objects/pack"))?;
+        let remote = match local_path(&self.config.remote_url) {
+            Some(remote) if remote.join("objects/pack").is_dir() => {
+                pack::count(&remote.join("objects/pack"))?
+            }
+            _ => 0,
+        };
+        Ok(clone.max(remote))
+    }
+
+    /// Brings the pack folders below `repo.max_packs` before a new pack is written: removes the
+    /// packs rollups replaced (their replacement is in place and flushed), waits for a rollup or
+    /// `git repack` in flight, and rolls the smallest class with two packs or more up on the
+    /// spot, until there is room. Packs not pushed yet and packs this process did not write (a
+    /// fetch's, the seed's) are not its to roll up; when only those are left, this says so once
+    /// and lets the batch through.
+    fn make_room(&mut self) -> std::io::Result<()> {
         let clone = self.config.local_path.join("objects/pack");
         let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
-        if let Err(e) = remove_packs(&clone, remote.as_deref(), &replaced) {
-            tracing::warn!(error = %e, "cannot remove rolled-up packs");
+        loop {
+            let m = &self.maintenance;
+            // A rollup or `git repack` in flight adds its pack before it removes any.
+            let count = self.pack_count()? + m.in_flight();
+            let m = &mut self.maintenance;
+            if count < self.config.max_packs {
+                m.over_bound = false;
+                return Ok(());
+            }
+            if let Some(packs) = m.retired.pop_front().map(|(_, packs)| packs) {
+                remove_packs(&clone, remote.as_deref(), &packs)?;
+            } else if m.rollup.is_some() {
+                m.join_rollup();
+            } else if let Some(mut child) = m.repack.take() {
+                let _ = child.wait();
+                m.repack_finished(&clone);
+            } else if let Some(class) = m.classes.iter().position(|c| c.len() >= 2) {
+                let inputs = std::mem::take(&mut m.classes[class]);
+                let started = std::time::Instant::now();
+                let rolled = roll_up(&clone, remote.as_deref(), &inputs)?;
+                tracing::debug!(
+                    class,
+                    packs = inputs.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "packs rolled up to stay within repo.max_packs"
+                );
+                m.absorb((class + 1).min(ROLLUP_TOP_CLASS), rolled);
+            } else {
+                if !m.over_bound {
+                    tracing::warn!(
+                        packs = count,
+                        max_packs = self.config.max_packs,
+                        "the pack folder holds more packs than repo.max_packs and none of them \
+                         is this process's to roll up (unpushed, fetched or seeded packs); \
+                         `git repack -d` on the repository reduces them"
+                    );
+                }
+                m.over_bound = true;
+                return Ok(());
+            }
         }
     }
 
@@ -544,6 +603,7 @@ impl StateRepo {
         if self.staged.is_empty() {
             return Ok(());
         }
+        self.make_room()?;
         let pack_dir = self.config.local_path.join("objects/pack");
         let remote = local_path(&self.config.remote_url)
             .map(|p| p.join("objects/pack"))
@@ -644,6 +704,52 @@ fn remove_packs(clone: &Path, remote: Option<&Path>, packs: &[PackName]) -> std:
 }
 
 impl Maintenance {
+    /// Packs being made in the background (a rollup's, a `git repack`'s) and not on disk yet.
+    fn in_flight(&self) -> usize {
+        usize::from(self.rollup.is_some()) + usize::from(self.repack.is_some())
+    }
+
+    /// Waits for the rollup in flight and files its result.
+    fn join_rollup(&mut self) {
+        let Some((class, rollup)) = self.rollup.take() else {
+            return;
+        };
+        match rollup.join() {
+            Ok(Ok(rolled)) => self.absorb(class, rolled),
+            // The inputs stay as they are; the next idle `git repack` takes them.
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot roll packs up"),
+            Err(_) => tracing::warn!("rolling packs up panicked"),
+        }
+    }
+
+    /// Files a rollup's result in `class` and its inputs among the retired packs.
+    fn absorb(&mut self, class: usize, rolled: RolledUp) {
+        if let Some(name) = rolled.merged {
+            while self.classes.len() <= class {
+                self.classes.push(Vec::new());
+            }
+            self.classes[class].push(name);
+        }
+        if !rolled.replaced.is_empty() {
+            self.retired
+                .push_back((std::time::Instant::now(), rolled.replaced));
+        }
+    }
+
+    /// After a `git repack`: it rolled up some of the packs, and removed them; those still on
+    /// disk (written while it ran, or left out by its geometric progression) stay in their class.
+    fn repack_finished(&mut self, clone: &Path) {
+        self.repack = None;
+        let exists = |p: &PackName| clone.join(format!("{}.pack", p.0)).exists();
+        for class in &mut self.classes {
+            class.retain(exists);
+        }
+        for (_, packs) in &mut self.retired {
+            packs.retain(exists);
+        }
+        self.retired.retain(|(_, packs)| !packs.is_empty());
+    }
+
     /// The class whose packs are due to be rolled up into the next one, if any.
     fn next_rollup(&self) -> Option<usize> {
         self.classes
@@ -992,6 +1098,13 @@ mod tests {
             "the replaced packs are still there beside the merged one"
         );
         assert_eq!(state.maintenance.retired.len(), 1);
+        // A shutdown right after the rollup leaves them: a reader may be listing the folder.
+        state.finish_maintenance();
+        assert_eq!(packs(&clone), clone_before + ROLLUP_FAN_IN + 1);
+        assert_eq!(packs(&remote), remote_before + ROLLUP_FAN_IN + 1);
+        // Once their time beside the merged pack is over, they go.
+        state.maintenance.retired[0].0 =
+            std::time::Instant::now().checked_sub(RETIRE_AFTER).unwrap();
         state.finish_maintenance();
         assert_eq!(packs(&clone), clone_before + 1);
         assert_eq!(packs(&remote), remote_before + 1);
@@ -1005,6 +1118,101 @@ mod tests {
             let head = repo.find_commit(tip).unwrap().tree().unwrap();
             assert!(head.get_name(&format!("f{}", ROLLUP_FAN_IN - 1)).is_some());
         }
+    }
+
+    #[test]
+    fn the_pack_folders_never_hold_more_than_max_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = seeded_remote(dir.path());
+        let mut config = config(dir.path(), &remote);
+        config.max_packs = MIN_MAX_PACKS;
+        let mut state = StateRepo::open_or_clone(&config).unwrap();
+        let clone = dir.path().join("clone.git");
+        let count = |repo: &Path| pack::count(&repo.join("objects/pack")).unwrap();
+        let sig = Signature::now("api", "api@example.com").unwrap();
+        let mut tip = state.remote_tip().unwrap();
+        let batches = 12 * ROLLUP_FAN_IN;
+        for i in 0..batches {
+            let base = state.snapshot(tip).unwrap().root;
+            let edit = Edit::Write {
+                path: format!("d{}/f{i}", i % 5),
+                contents: format!("{i}\n").into_bytes(),
+            };
+            let tree = state.edit_tree(base, &[edit]).unwrap();
+            tip = state.commit(tip, tree, &sig, &sig, "change").unwrap();
+            state.push(tip).unwrap();
+            state.maintain();
+            for repo in [&clone, &remote] {
+                assert!(
+                    count(repo) <= MIN_MAX_PACKS,
+                    "{} packs in {} after batch {i}",
+                    count(repo),
+                    repo.display()
+                );
+            }
+        }
+        state.finish_maintenance();
+        for repo in [&clone, &remote] {
+            assert!(count(repo) <= MIN_MAX_PACKS);
+            let repo = Repository::open_bare(repo).unwrap();
+            let mut walk = repo.revwalk().unwrap();
+            walk.push(tip).unwrap();
+            assert_eq!(walk.count(), batches + 1, "every commit is still there");
+            let head = repo.find_commit(tip).unwrap().tree().unwrap();
+            for i in 0..batches {
+                let path = format!("d{}/f{i}", i % 5);
+                let entry = head.get_path(Path::new(&path)).unwrap();
+                let blob = repo.find_blob(entry.id()).unwrap();
+                assert_eq!(blob.content(), format!("{i}\n").as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn a_pack_is_never_listed_without_its_index() {
+        // Index in first and out last: at no moment of a write, a link or a removal does a
+        // folder hold a `.pack` without its `.idx`. (A pack seen before and after the look at
+        // its index was there all along: each name is written and removed once.)
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        std::fs::create_dir_all(&from).unwrap();
+        std::fs::create_dir_all(&to).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let lister = scope.spawn(|| {
+                let mut listings = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for folder in [&from, &to] {
+                        for entry in std::fs::read_dir(folder).unwrap() {
+                            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                            let Some(stem) = name.strip_suffix(".pack") else {
+                                continue;
+                            };
+                            let pack_before = folder.join(&name).exists();
+                            let index = folder.join(format!("{stem}.idx")).exists();
+                            let pack_after = folder.join(&name).exists();
+                            assert!(
+                                index || !(pack_before && pack_after),
+                                "{name} was there without its index"
+                            );
+                        }
+                    }
+                    listings += 1;
+                }
+                listings
+            });
+            for i in 0..200u32 {
+                let data = i.to_be_bytes();
+                let id = objects::object_id(ObjectType::Blob, &data).unwrap();
+                let name =
+                    pack::write(&from, std::iter::once((id, ObjectType::Blob, &data[..]))).unwrap();
+                pack::link(&from, std::slice::from_ref(&name), &to).unwrap();
+                pack::remove(&from, &name).unwrap();
+                pack::remove(&to, &name).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(lister.join().unwrap() > 0);
+        });
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod agent_pod;
 pub mod pod;
+pub mod ssh;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -208,6 +209,8 @@ pub struct Options {
     /// Serve the state repo over git's smart HTTP protocol (`git http-backend`) behind basic
     /// auth with a token, as a hosted git service does, instead of as a path on this machine.
     pub http_remote: bool,
+    /// `repo.max_packs`: the most pack files in the state repo's pack folders.
+    pub max_packs: usize,
 }
 
 impl Default for Options {
@@ -222,6 +225,7 @@ impl Default for Options {
             customer_writes_per_minute: 1000,
             trusted_proxies: Vec::new(),
             http_remote: false,
+            max_packs: Config::default().repo.max_packs,
         }
     }
 }
@@ -298,6 +302,7 @@ impl Platform {
         config.repo.age_identity_path = Some(dir.path().join("age.agekey"));
         config.repo.on_unreachable = options.on_unreachable;
         config.repo.fetch_interval_seconds = options.fetch_interval_seconds;
+        config.repo.max_packs = options.max_packs;
         config.telegram.base_url = telegram.url.clone();
         config.telegram.verification = TelegramVerification::Getme;
         config.admin_tokens = vec![AdminToken {

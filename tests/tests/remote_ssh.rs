@@ -4,76 +4,12 @@
 //! rule, the same as git's): with the key listed it works; without it, it refuses to start.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use e2e::ssh::{keygen, list_host_key, Sshd, SSHD};
 use e2e::{file_at, git_fsck, linear_history, Platform};
 use reqwest::StatusCode;
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-fn keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// OpenSSH's sshd in the foreground on 127.0.0.1:`port`, accepting only `client_key`.
-struct Sshd(Child);
-
-impl Sshd {
-    fn start(dir: &Path, port: u16, host_key: &Path, client_key: &Path) -> Sshd {
-        // sshd refuses to start without its privilege separation folder.
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let authorized = dir.join("authorized_keys");
-        std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {authorized}\n\
-                 PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPidFile {pid}\n",
-                host = host_key.display(),
-                authorized = authorized.display(),
-                pid = dir.join("sshd.pid").display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start: {}",
-                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sshd(child)
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
@@ -157,13 +93,7 @@ async fn pushes_over_ssh_with_a_key_and_checks_the_host_key() {
 
     // With the server's key in known_hosts: clone, provision, push.
     let home = dir.path().join("home");
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-    std::fs::write(
-        home.join(".ssh/known_hosts"),
-        format!("[127.0.0.1]:{port} {}\n", host_pub.trim()),
-    )
-    .unwrap();
+    list_host_key(&home, port, &host_key);
     let log = dir.path().join("api.log");
     let mut child = run(&home, &log);
     let base = format!("http://127.0.0.1:{api_port}");

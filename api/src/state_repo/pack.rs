@@ -4,7 +4,11 @@
 //!
 //! 1. the pack and its index are written to temporary files in `objects/pack/` and fsynced (the
 //!    two flushes run at the same time);
-//! 2. they are renamed to `pack-<checksum>.pack` and `.idx` (the index last: readers look for it);
+//! 2. they are renamed to `pack-<checksum>.idx` and `.pack`, the index first, and a pack is
+//!    removed pack first ([`remove`]): a reader listing the folder never finds a `.pack` without
+//!    its `.idx` (a local `git clone` copies what it lists). It may find an index without its
+//!    pack, which git and libgit2 skip when they list the folder (they look for the pack beside
+//!    each index) and find on the listing they make again when an object is missing;
 //! 3. the folder is fsynced, so the names survive a power loss too.
 //!
 //! A repository on the same filesystem (the remote of a local state repo) gets the same files as
@@ -92,8 +96,8 @@ fn write_files(pack_dir: &Path, pack: &[u8], index: &[u8]) -> std::io::Result<Pa
             return Err(p.err().or(i.err()).expect("one of them failed"));
         }
     };
-    let renamed = std::fs::rename(&pack_tmp, pack_dir.join(name.file("pack")))
-        .and_then(|()| std::fs::rename(&index_tmp, pack_dir.join(name.file("idx"))));
+    let renamed = std::fs::rename(&index_tmp, pack_dir.join(name.file("idx")))
+        .and_then(|()| std::fs::rename(&pack_tmp, pack_dir.join(name.file("pack"))));
     if let Err(e) = renamed {
         let _ = std::fs::remove_file(&pack_tmp);
         let _ = std::fs::remove_file(&index_tmp);
@@ -152,10 +156,10 @@ pub fn merge(pack_dir: &Path, names: &[PackName]) -> std::io::Result<Option<Pack
     store(pack_dir, &pack, &index).map(Some)
 }
 
-/// Removes pack `name` (its index first, so that readers stop finding it) from `pack_dir`;
-/// absent files are fine.
+/// Removes pack `name` from `pack_dir`, the pack before its index (see the module's doc: no
+/// reader may list a pack without its index); absent files are fine.
 pub fn remove(pack_dir: &Path, name: &PackName) -> std::io::Result<()> {
-    for ext in ["idx", "pack", "rev"] {
+    for ext in ["pack", "rev", "idx"] {
         match std::fs::remove_file(pack_dir.join(name.file(ext))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -203,7 +207,8 @@ pub fn link(from: &Path, names: &[PackName], to: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     for name in names {
-        for ext in ["pack", "idx"] {
+        // The index first, as in `write_files`.
+        for ext in ["idx", "pack"] {
             let source = from.join(name.file(ext));
             let target = to.join(name.file(ext));
             match std::fs::hard_link(&source, &target) {
@@ -221,6 +226,19 @@ pub fn link(from: &Path, names: &[PackName], to: &Path) -> std::io::Result<()> {
         }
     }
     sync_dir(to)
+}
+
+/// How many packs `pack_dir` holds (its `*.pack` files; temporary files are not counted).
+pub fn count(pack_dir: &Path) -> std::io::Result<usize> {
+    let mut packs = 0;
+    for entry in std::fs::read_dir(pack_dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("pack-") && name.ends_with(".pack") {
+            packs += 1;
+        }
+    }
+    Ok(packs)
 }
 
 /// Flushes a folder's entries (new names, renames) to disk.
