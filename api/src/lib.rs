@@ -4,7 +4,7 @@
 //! Code map:
 //! - [`config`]: layered configuration (defaults, TOML file, environment).
 //! - [`store`]: the database (tenants index, customers, sessions, outbox, idempotency keys);
-//!   SQLite or PostgreSQL.
+//!   SQLite or PostgreSQL. [`placeholders`]: the SQL placeholders of statements built at run time.
 //! - [`state_repo`]: git plumbing: in-memory trees, commits, fetch and push. Knows no tenants.
 //! - [`lifecycle`]: what each action does to a tenant's files; links the compiler.
 //! - [`writer`]: the single writer thread: batching, outbox, push retries, crash replay.
@@ -32,6 +32,7 @@ pub mod dev_proxy;
 pub mod dev_routes;
 pub mod http;
 pub mod lifecycle;
+pub mod placeholders;
 pub mod reader;
 pub mod sessions;
 pub mod state_repo;
