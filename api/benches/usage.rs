@@ -208,7 +208,7 @@ async fn main() {
     let credential = hex::encode(rand::random::<[u8; 32]>());
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.clone(),
+        database_url: database_url.clone().into(),
         database_max_connections: 16,
         ..Config::default()
     };

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
@@ -94,7 +95,11 @@ pub async fn start(
     config.check()?;
     let auth = crate::auth::Auth::load(&config).map_err(AppError::Auth)?;
     let config = Arc::new(config);
-    let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+    let store = Store::connect(
+        config.database_url.expose_secret(),
+        config.database_max_connections,
+    )
+    .await?;
     let repo_config = config.repo.clone();
     let repo = tokio::task::spawn_blocking(move || StateRepo::open_or_clone(&repo_config))
         .await

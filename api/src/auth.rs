@@ -18,6 +18,7 @@ use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -315,7 +316,7 @@ impl Keys {
             (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
                 format!("auth.private_key_path: cannot read {}: {e}", path.display())
             })?,
-            (None, Some(pem)) => pem.0.clone(),
+            (None, Some(pem)) => pem.expose_secret().to_owned(),
             (None, None) => return Ok(None),
         };
         let private = parse_private_key(&pem).map_err(|m| format!("auth signing key: {m}"))?;
@@ -678,7 +679,7 @@ impl Auth {
         auth.keys = Keys::load(&config.auth)?;
         let pem = match (&config.auth.private_key_path, &config.auth.private_key_pem) {
             (Some(path), _) => std::fs::read_to_string(path).ok(),
-            (None, Some(pem)) => Some(pem.0.clone()),
+            (None, Some(pem)) => Some(pem.expose_secret().to_owned()),
             (None, None) => None,
         };
         if let Some(pem) = pem {

@@ -30,10 +30,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
-use utoipa::ToSchema;
 
 use crate::period::Period;
 
@@ -42,84 +41,15 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Shortest time between two rebuilds under continuous ingest.
 pub const MIN_GAP: Duration = Duration::from_millis(250);
 
-/// A tenant's budget state as the proxies act on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FeedState {
-    Ok,
-    /// At least 90 percent of the budget used.
-    Warning,
-    /// The budget is used up: the proxies refuse LLM calls until the period ends.
-    Exhausted,
-}
+pub use contracts::budget::{Access, BudgetFeed as FeedBody, FeedState, TenantBudget};
+pub use contracts::tenant_table::Limits as AccessLimits;
 
-impl FeedState {
-    pub fn of(used: u64, budget: u64) -> FeedState {
-        if used >= budget {
-            FeedState::Exhausted
-        } else if u128::from(used) * 10 >= u128::from(budget) * 9 {
-            FeedState::Warning
-        } else {
-            FeedState::Ok
-        }
-    }
-}
-
-/// The body of `GET /internal/budget`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FeedBody {
-    /// The UTC calendar month the figures are for, `YYYY-MM`.
-    pub period: String,
-    /// Every tenant in the tenant table at the state repo's head, by name.
-    pub tenants: Vec<TenantBudget>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TenantBudget {
-    pub tenant: String,
-    /// Billable tokens used in the period.
-    pub used: u64,
-    /// The monthly token budget of the tenant's tier.
-    pub budget: u64,
-    pub state: FeedState,
-    /// The tenant's entry in the tenant table at the head, for the proxies to narrow theirs with.
-    pub access: Access,
-}
-
-/// A tenant's access as the table at the state repo's head has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Access {
-    /// `active` or `suspended`.
-    pub state: String,
-    /// SHA-256 of the current proxy token, 64 lowercase hex characters.
-    pub token_sha256: String,
-    pub limits: AccessLimits,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AccessLimits {
-    pub requests_per_minute: u32,
-    pub tokens_per_minute: u64,
-    pub monthly_token_budget: u64,
-    pub concurrent_requests: u32,
-}
-
-impl From<compiler::tenant_table::TableEntry> for Access {
-    fn from(e: compiler::tenant_table::TableEntry) -> Self {
-        Access {
-            state: e.state,
-            token_sha256: e.token_sha256,
-            limits: AccessLimits {
-                requests_per_minute: e.limits.requests_per_minute,
-                tokens_per_minute: e.limits.tokens_per_minute,
-                monthly_token_budget: e.limits.monthly_token_budget,
-                concurrent_requests: e.limits.concurrent_requests,
-            },
-        }
+/// A tenant's access as its entry in the table at the head has it.
+pub fn access_of(entry: compiler::tenant_table::TableEntry) -> Access {
+    Access {
+        state: entry.state,
+        token_sha256: entry.token_sha256,
+        limits: entry.limits,
     }
 }
 
@@ -191,7 +121,7 @@ pub fn build(
                 used,
                 budget: head.budget,
                 state: FeedState::of(used, head.budget),
-                access: head.access.clone(),
+                access: Some(head.access.clone()),
             }
         })
         .collect();
@@ -245,7 +175,7 @@ fn parse_shard(path: &str, bytes: &[u8]) -> Result<Vec<(String, HeadTenant)>, St
         entries.extend(table.tenants.into_iter().map(|t| {
             let head = HeadTenant {
                 budget: t.limits.monthly_token_budget,
-                access: Access::from(t.clone()),
+                access: access_of(t.clone()),
             };
             (t.name, head)
         }));
@@ -324,7 +254,7 @@ mod tests {
         let head = |budget, state: &str, token: &str| HeadTenant {
             budget,
             access: Access {
-                state: state.into(),
+                state: serde_json::from_value(serde_json::json!(state)).unwrap(),
                 token_sha256: token.repeat(64),
                 limits: AccessLimits {
                     requests_per_minute: 30,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// The whole service configuration.
@@ -17,8 +18,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address the HTTP server listens on.
     pub listen: SocketAddr,
-    /// `sqlite://path?mode=rwc` (embedded default) or `postgres://...`.
-    pub database_url: String,
+    /// `sqlite://path?mode=rwc` (embedded default) or `postgres://...`. A secret: a PostgreSQL URL may
+    /// carry a password. Not serialised (the defaults layer gets it from [`default_database_url`]).
+    #[serde(default = "default_database_url", skip_serializing)]
+    pub database_url: SecretString,
     /// Database connection pool size.
     pub database_max_connections: u32,
     pub repo: RepoConfig,
@@ -137,7 +140,8 @@ pub struct AuthConfig {
     /// tokens.
     pub private_key_path: Option<PathBuf>,
     /// The same key as PEM text (for `OPENCLAW_API_AUTH__PRIVATE_KEY_PEM`); the path wins.
-    pub private_key_pem: Option<SecretText>,
+    #[serde(default, skip_serializing)]
+    pub private_key_pem: Option<SecretString>,
     /// Public keys of earlier signing keys: tokens they signed are still accepted (and published
     /// in the JWKS) until they expire. Drop a key once its last token has.
     pub previous_keys: Vec<PreviousKey>,
@@ -179,15 +183,9 @@ pub struct PreviousKey {
     pub public_key_pem: Option<String>,
 }
 
-/// Text that must not be printed: `Debug` shows only that it is set.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretText(pub String);
-
-impl std::fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretText(<redacted>)")
-    }
+/// The embedded default database.
+pub fn default_database_url() -> SecretString {
+    SecretString::from("sqlite://data/api.db?mode=rwc")
 }
 
 impl Default for AuthConfig {
@@ -228,7 +226,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".parse().expect("static address"),
-            database_url: "sqlite://data/api.db?mode=rwc".into(),
+            database_url: default_database_url(),
             database_max_connections: 8,
             repo: RepoConfig {
                 local_path: "data/api-clone.git".into(),
@@ -428,6 +426,7 @@ pub fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn dev_login_needs_dev_mode_and_loopback() {
@@ -445,11 +444,28 @@ mod tests {
     }
 
     #[test]
-    fn secret_text_is_not_printed() {
+    #[allow(clippy::result_large_err)] // figment's own error type, in a test
+    fn secrets_are_not_printed() {
         let mut config = Config::default();
-        config.auth.private_key_pem = Some(SecretText("-----BEGIN PRIVATE KEY-----".into()));
+        config.auth.private_key_pem = Some("-----BEGIN PRIVATE KEY-----".into());
+        config.database_url = "postgres://api:hunter2-db-password@db:5432/api".into();
         let shown = format!("{config:?}");
         assert!(!shown.contains("BEGIN PRIVATE KEY"), "{shown}");
+        assert!(!shown.contains("hunter2-db-password"), "{shown}");
+        // The database URL comes in through every layer, the environment included, and stays hidden.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "OPENCLAW_API_DATABASE_URL",
+                "postgres://api:hunter2-db-password@db:5432/api",
+            );
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.database_url.expose_secret(),
+                "postgres://api:hunter2-db-password@db:5432/api"
+            );
+            assert!(!format!("{config:?}").contains("hunter2"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub fn config(
     let mut config = Config {
         dev_mode: true,
         listen,
-        database_url: format!("sqlite://{}?mode=rwc", paths.database().display()),
+        database_url: format!("sqlite://{}?mode=rwc", paths.database().display()).into(),
         ..Config::default()
     };
     config.repo.local_path = paths.api_clone();
@@ -282,7 +282,7 @@ pub fn seed_with_tenants(
         })?;
     let platform = compiler::Platform::parse(compiler::platform::PLATFORM_PATH, &platform_text)
         .map_err(|d| DevError::Compile(d.to_string()))?;
-    let templates = compiler::Templates::from_dir(&checkout.join("templates"))
+    let templates = compiler::source::templates_from_dir(&checkout.join("templates"))
         .map_err(|d| DevError::Compile(d.to_string()))?;
     let output = compiler::compile(&platform, &templates, tenants)
         .map_err(|d| DevError::Compile(d.to_string()))?;

@@ -21,7 +21,7 @@
 //!   by hand, fetch and push; knows no tenants), [`reader`] (tenant state, history and platform
 //!   config read at the head).
 //! - [`store`]: the database (tenants index, customers, sessions, outbox, idempotency keys);
-//!   SQLite or PostgreSQL.
+//!   SQLite or PostgreSQL. [`placeholders`]: the SQL placeholders of statements built at run time.
 //! - [`config`]: layered configuration; [`telegram`]: bot token format and getMe.
 //! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform;
 //!   [`dev_proxy`]: its token proxy (in process, fed from the state repo's table).
@@ -43,6 +43,7 @@ pub mod http;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod period;
+pub mod placeholders;
 pub mod reader;
 pub mod routes;
 pub mod state_repo;

@@ -10,6 +10,8 @@ use sqlx::{AnyPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::placeholders::{self, Style};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +289,7 @@ impl Store {
         names.sort_unstable();
         names.dedup();
         let mut select = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name IN (");
-        placeholders(&mut select, 1, names.len(), 1);
+        placeholders::list(&mut select, Style::Numbered, 1, names.len());
         select.push(')');
         let mut query = sqlx::query(&select);
         for name in &names {
@@ -342,7 +344,7 @@ impl Store {
         }
         if !removed.is_empty() {
             let mut delete = String::from("DELETE FROM tenants WHERE name IN (");
-            placeholders(&mut delete, 1, removed.len(), 1);
+            placeholders::list(&mut delete, Style::Numbered, 1, removed.len());
             delete.push(')');
             let mut query = sqlx::query(&delete);
             for name in &removed {
@@ -403,7 +405,7 @@ impl Store {
             let mut insert = String::from(
                 "INSERT INTO idempotency_keys (actor, idem_key, request_hash, status, body, created_at) VALUES ",
             );
-            placeholder_rows(&mut insert, keyed.len(), 6);
+            placeholders::rows(&mut insert, Style::Numbered, keyed.len(), 6);
             let mut query = sqlx::query(&insert);
             for (idem, at) in &keyed {
                 query = query
@@ -562,7 +564,7 @@ async fn set_state(
     for chunk in seqs.chunks(1000) {
         let mut update =
             String::from("UPDATE outbox SET state = $1, pushed_at = $2 WHERE seq IN (");
-        placeholders(&mut update, 3, chunk.len(), 1);
+        placeholders::list(&mut update, Style::Numbered, 3, chunk.len());
         update.push(')');
         let mut query = sqlx::query(&update).bind(state).bind(at);
         for seq in chunk {
@@ -797,7 +799,7 @@ impl Store {
         let mut keys = std::collections::HashMap::with_capacity(names.len());
         for chunk in names.chunks(1000) {
             let mut select = String::from("SELECT name, uid FROM tenants WHERE name IN (");
-            placeholders(&mut select, 1, chunk.len(), 1);
+            placeholders::list(&mut select, Style::Numbered, 1, chunk.len());
             select.push(')');
             let mut query = sqlx::query(&select);
             for name in chunk {
@@ -1006,7 +1008,7 @@ async fn create_owners(
     let mut insert = String::from(
         "INSERT INTO customers (id, email, telegram_id, display_name, created_at, session_epoch) VALUES ",
     );
-    placeholder_rows(&mut insert, new.len(), 6);
+    placeholders::rows(&mut insert, Style::Numbered, new.len(), 6);
     insert.push_str(" ON CONFLICT DO NOTHING");
     let mut query = sqlx::query(&insert);
     for customer in &new {
@@ -1025,11 +1027,11 @@ async fn create_owners(
     let mut select = String::from(
         "SELECT id, email, telegram_id, display_name, created_at, session_epoch FROM customers WHERE id IN (",
     );
-    placeholders(&mut select, 1, new.len(), 1);
+    placeholders::list(&mut select, Style::Numbered, 1, new.len());
     select.push_str(") OR telegram_id IN (");
-    placeholders(&mut select, 1 + new.len(), new.len(), 1);
+    placeholders::list(&mut select, Style::Numbered, 1 + new.len(), new.len());
     select.push_str(") OR email IN (");
-    placeholders(&mut select, 1 + 2 * new.len(), new.len(), 1);
+    placeholders::list(&mut select, Style::Numbered, 1 + 2 * new.len(), new.len());
     select.push(')');
     let mut query = sqlx::query(&select);
     for customer in &new {
@@ -1071,30 +1073,6 @@ async fn create_owners(
             .insert(customer.id.clone(), instead.id.clone());
     }
     Ok(owners)
-}
-
-/// Appends `count` groups of `width` placeholders, numbered from `$first`, separated by commas
-/// (`$1, $2, $3` for width 1; [`placeholder_rows`] writes parenthesised groups).
-fn placeholders(sql: &mut String, first: usize, count: usize, width: usize) {
-    for i in 0..count * width {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!("${}", first + i));
-    }
-}
-
-/// Appends `count` parenthesised rows of `width` placeholders numbered from `$1`, separated by commas:
-/// `($1, $2), ($3, $4)` for two rows of two, the VALUES list of a multi-row INSERT.
-fn placeholder_rows(sql: &mut String, count: usize, width: usize) {
-    for row in 0..count {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        placeholders(sql, 1 + row * width, 1, width);
-        sql.push(')');
-    }
 }
 
 /// The columns [`tenant_row`] reads.

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use compiler::spec::TenantName;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use subtle::ConstantTimeEq;
 use time::format_description::well_known::Rfc3339;
@@ -23,6 +23,8 @@ use utoipa::ToSchema;
 use crate::budget::BudgetFeed;
 use crate::config::Config;
 pub use crate::period::{day_label, Period};
+use crate::placeholders::{self, Style};
+use secrecy::ExposeSecret;
 
 /// Most events in one batch (the proxy sends `usage.batch_size`, 500 by default).
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
@@ -106,6 +108,7 @@ impl Ledger {
             feed: BudgetFeed::default(),
             sqlite_writer: config
                 .database_url
+                .expose_secret()
                 .starts_with("sqlite:")
                 .then(|| tokio::sync::Mutex::new(())),
         }
@@ -115,48 +118,11 @@ impl Ledger {
 // ---------------------------------------------------------------------------------------------
 // The wire shape (docs/usage-events.md)
 
-/// The body of `POST /internal/usage`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageBatch {
-    pub events: Vec<UsageEventBody>,
-}
-
-/// One metered request as the proxy ships it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UsageEventBody {
-    /// UUID v7, the idempotency key.
-    pub id: String,
-    pub tenant: String,
-    pub model: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub cache_write_tokens: u64,
-    pub latency_ms: u64,
-    pub status: u16,
-    pub partial: bool,
-    pub api: ApiKind,
-    /// RFC 3339; the event counts in the UTC day and month of this instant.
-    pub started_at: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiKind {
-    Openai,
-    Anthropic,
-}
-
-impl ApiKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            ApiKind::Openai => "openai",
-            ApiKind::Anthropic => "anthropic",
-        }
-    }
-}
+pub use contracts::usage::ApiName as ApiKind;
+/// The body of `POST /internal/usage`, its events' id and start time as text, checked by [`check_batch`].
+pub use contracts::usage::UsageBatch;
+/// One metered request as the proxy ships it (`contracts::usage::UsageEvent` with text id and time).
+pub use contracts::usage::UsageEvent as UsageEventBody;
 
 /// Counts of a set of requests: what the aggregates hold.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -372,32 +338,6 @@ pub struct IngestOutcome {
     pub duplicates: usize,
 }
 
-/// Appends `rows` groups of `columns` parameters. SQLite gets anonymous `?` parameters: it looks
-/// named ones (`$n`) up in a list while parsing, which is quadratic in their number and costs tens
-/// of milliseconds for a batch of 500 events.
-fn placeholders(sql: &mut String, rows: usize, columns: usize, sqlite: bool) {
-    let mut n = 0;
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push(',');
-            }
-            n += 1;
-            if sqlite {
-                sql.push('?');
-            } else {
-                sql.push('$');
-                sql.push_str(&n.to_string());
-            }
-        }
-        sql.push(')');
-    }
-}
-
 const AGGREGATE_COLUMNS: &str = "requests, partial_requests, input_tokens, output_tokens, \
      cache_read_tokens, cache_write_tokens, billable_tokens";
 
@@ -416,14 +356,14 @@ async fn upsert_aggregates(
     keys: [&str; 3],
     rows: &BTreeMap<(String, String, String), Totals>,
 ) -> Result<(), sqlx::Error> {
-    let sqlite = tx.backend_name() == "SQLite";
+    let style = Style::for_backend(tx.backend_name());
     let rows: Vec<_> = rows.iter().collect();
     for chunk in statement_chunks(&rows) {
         let mut sql = format!(
             "INSERT INTO {table} ({}, {}, {}, {AGGREGATE_COLUMNS}) VALUES ",
             keys[0], keys[1], keys[2]
         );
-        placeholders(&mut sql, chunk.len(), 10, sqlite);
+        placeholders::rows(&mut sql, style, chunk.len(), 10);
         sql.push_str(&format!(
             " ON CONFLICT ({}, {}, {}) DO UPDATE SET {}",
             keys[0],
@@ -464,7 +404,7 @@ pub async fn ingest(
         });
     }
     let mut tx = store.begin_write().await?;
-    let sqlite = tx.backend_name() == "SQLite";
+    let style = Style::for_backend(tx.backend_name());
     let mut inserted: HashSet<String> = HashSet::with_capacity(events.len());
     for chunk in statement_chunks(events) {
         let mut sql = String::from(
@@ -472,7 +412,7 @@ pub async fn ingest(
              cache_read_tokens, cache_write_tokens, billable_tokens, latency_ms, status, partial, \
              started_at, received_at) VALUES ",
         );
-        placeholders(&mut sql, chunk.len(), 14, sqlite);
+        placeholders::rows(&mut sql, style, chunk.len(), 14);
         sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
         let mut query = sqlx::query(&sql);
         for e in chunk {

@@ -33,6 +33,10 @@ pub const MANIFESTS_FILE: &str = "manifests.yaml";
 pub const SECRET_FILE: &str = "secret.sops.yaml";
 /// kustomize's file name, for a tenant's folder and for each index.
 pub const KUSTOMIZATION_FILE: &str = "kustomization.yaml";
+/// The folder of the token proxy's tenant table: one ConfigMap file per shard and their kustomization.
+pub const TABLE_DIR: &str = "flux/platform/tenant-table";
+/// The prefix of a tenant-table ConfigMap's name (and of its file under [`TABLE_DIR`]).
+pub const TABLE_CONFIG_MAP_PREFIX: &str = "tenant-table-";
 
 /// A tenant's shard number, 0 to 255: the first byte of sha256(name).
 pub fn shard_number(name: &str) -> u32 {
@@ -113,6 +117,27 @@ pub fn output_kustomization_path(name: &str) -> String {
     format!("{}/{KUSTOMIZATION_FILE}", output_dir(name))
 }
 
+/// The name of a tenant-table shard's ConfigMap: `tenant-table-<shard>`.
+pub fn table_config_map(shard: u32) -> String {
+    format!("{TABLE_CONFIG_MAP_PREFIX}{}", shard_name(shard))
+}
+
+/// The data key of a shard inside its ConfigMap (and its file name where the proxy mounts it):
+/// `tenants-<shard>.json`.
+pub fn table_shard_key(shard: u32) -> String {
+    format!("tenants-{}.json", shard_name(shard))
+}
+
+/// flux/platform/tenant-table/tenant-table-<shard>.yaml.
+pub fn table_shard_path(shard: u32) -> String {
+    format!("{TABLE_DIR}/{}.yaml", table_config_map(shard))
+}
+
+/// flux/platform/tenant-table/kustomization.yaml.
+pub fn table_index_path() -> String {
+    format!("{TABLE_DIR}/{KUSTOMIZATION_FILE}")
+}
+
 /// A tenant's paths, one `what: path` line each (the `openclaw-compiler path` command's output).
 pub fn describe(name: &str) -> String {
     let shard = shard_of(name);
@@ -123,10 +148,7 @@ pub fn describe(name: &str) -> String {
         ("output", format!("{}/", output_dir(name))),
         ("flux-kustomization", flux_kustomization_path(name)),
         ("shard-index", shard_index_path(&shard)),
-        (
-            "tenant-table",
-            crate::tenant_table::shard_path(shard_number(name)),
-        ),
+        ("tenant-table", table_shard_path(shard_number(name))),
         ("history", format!("git log -- '{SPECS_DIR}/*/{name}'")),
     ]
     .iter()

@@ -228,7 +228,7 @@ fn compile_filtered(
                 render::render_index(occupied.iter().map(String::as_str)),
             ),
             (
-                format!("{}/kustomization.yaml", tenant_table::DIR),
+                layout::table_index_path(),
                 render::render_table_kustomization(platform),
             ),
         ],

@@ -11,10 +11,10 @@ use crate::canonical;
 use crate::crd;
 use crate::diagnostics::{Diagnostic, Diagnostics};
 use crate::flux::KustomizeFile;
+use crate::layout;
 use crate::platform::Platform;
 use crate::render::{dotted_path, generated_header};
 use crate::templates::Templates;
-use crate::tenant_table;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
@@ -84,8 +84,7 @@ pub fn render_platform(
     let header = generated_header("templates/platform.yaml");
     let tables: Vec<Value> = (0..platform.token_proxy.tenant_table_shards)
         .map(|shard| {
-            let id = tenant_table::shard_id(shard);
-            json!({"configMap": format!("tenant-table-{id}"), "key": format!("tenants-{id}.json")})
+            json!({"configMap": layout::table_config_map(shard), "key": layout::table_shard_key(shard)})
         })
         .collect();
     // The proxy's pods carry the labels tenants' egress policy selects them by, on top of the usual ones.

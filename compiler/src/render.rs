@@ -549,11 +549,10 @@ pub fn render_table_shard(
     shard: u32,
     entries: Vec<TableEntry>,
 ) -> Result<String, Diagnostic> {
-    let id = tenant_table::shard_id(shard);
     let context = ShardContext {
-        name: format!("tenant-table-{id}"),
+        name: layout::table_config_map(shard),
         namespace: &platform.token_proxy.namespace,
-        key: format!("tenants-{id}.json"),
+        key: layout::table_shard_key(shard),
         json: tenant_table::shard_json(entries),
     };
     let text = typed_object::<ConfigMap>(
@@ -579,13 +578,7 @@ pub fn parse_table_shard(text: &str) -> Result<Vec<TableEntry>, String> {
 /// flux/platform/tenant-table/kustomization.yaml.
 pub fn render_table_kustomization(platform: &Platform) -> String {
     let files = (0..platform.token_proxy.tenant_table_shards)
-        .map(|s| {
-            tenant_table::shard_path(s)
-                .rsplit('/')
-                .next()
-                .expect("path has a file name")
-                .to_string()
-        })
+        .map(|s| format!("{}.yaml", layout::table_config_map(s)))
         .collect();
     format!(
         "{}{}",

@@ -7,6 +7,7 @@ use crate::layout::{self, SECRETS_FILE, SPECS_DIR, SPEC_FILE};
 use crate::platform::{Platform, PLATFORM_PATH};
 use crate::templates::Templates;
 use crate::validate::TenantFiles;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Everything `compile` needs.
@@ -150,7 +151,7 @@ fn read_shard_dir(shard: &str, path: &Path) -> (Vec<TenantFiles>, Diagnostics) {
 /// Reads all inputs from a checkout rooted at `root`.
 pub fn from_dir(root: &Path) -> Result<Inputs, Diagnostics> {
     let platform = platform_from_dir(root);
-    let templates = Templates::from_dir(&root.join("templates"));
+    let templates = templates_from_dir(&root.join("templates"));
     let tenants = tenants_from_dir(root);
     match (platform, templates, tenants) {
         (Ok(platform), Ok(templates), Ok(tenants)) => Ok(Inputs {
@@ -224,7 +225,7 @@ pub fn platform_and_templates_from_git_tree(
                 format!("templates/ is missing from the commit: {e}"),
             )
         })?;
-    let templates = Templates::from_git_tree(repo, &templates_tree)?;
+    let templates = templates_from_git_tree(repo, &templates_tree)?;
     Ok((platform, templates))
 }
 
@@ -287,4 +288,82 @@ pub fn from_git_tree(repo: &git2::Repository, tree: &git2::Tree) -> Result<Input
         templates,
         tenants,
     })
+}
+
+/// Reads every `*.j2` file under `dir` (the templates/ folder of a checkout).
+pub fn templates_from_dir(dir: &Path) -> Result<Templates, Diagnostics> {
+    let mut sources = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| {
+            Diagnostic::file(
+                d.display().to_string(),
+                format!("cannot read template folder: {e}"),
+            )
+        })?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| Diagnostic::file(d.display().to_string(), e.to_string()))?;
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "j2") {
+                let rel = path
+                    .strip_prefix(dir)
+                    .expect("walked below dir")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Diagnostic::file(
+                        format!("templates/{rel}"),
+                        format!("cannot read template: {e}"),
+                    )
+                })?;
+                sources.insert(rel, text);
+            }
+        }
+    }
+    Templates::from_sources(sources)
+}
+
+/// Reads every `*.j2` blob under `tree` (the templates/ tree of a commit).
+pub fn templates_from_git_tree(
+    repo: &git2::Repository,
+    tree: &git2::Tree,
+) -> Result<Templates, Diagnostics> {
+    let mut sources = BTreeMap::new();
+    let mut failure = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+        let name = entry.name().unwrap_or_default();
+        if entry.kind() == Some(git2::ObjectType::Blob) && name.ends_with(".j2") {
+            let rel = format!("{root}{name}");
+            match entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
+                Ok(blob) => match std::str::from_utf8(blob.content()) {
+                    Ok(text) => {
+                        sources.insert(rel, text.to_string());
+                    }
+                    Err(_) => {
+                        failure = Some(Diagnostic::file(
+                            format!("templates/{rel}"),
+                            "template is not UTF-8",
+                        ));
+                        return git2::TreeWalkResult::Abort;
+                    }
+                },
+                Err(e) => {
+                    failure = Some(Diagnostic::file(
+                        format!("templates/{rel}"),
+                        format!("cannot read blob: {e}"),
+                    ));
+                    return git2::TreeWalkResult::Abort;
+                }
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(|e| Diagnostic::file("templates", format!("cannot walk the templates tree: {e}")))?;
+    if let Some(d) = failure {
+        return Err(d.into());
+    }
+    Templates::from_sources(sources)
 }

@@ -322,24 +322,8 @@ impl JsonSchema for TelegramId {
     }
 }
 
-/// Whether the agent runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TenantState {
-    /// The agent runs (one replica).
-    Active,
-    /// The agent is scaled to zero and the proxy refuses its token; state and volume are kept.
-    Suspended,
-}
-
-impl TenantState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TenantState::Active => "active",
-            TenantState::Suspended => "suspended",
-        }
-    }
-}
+/// Whether the agent runs: the same state the tenant table carries (one definition).
+pub use contracts::tenant_table::TenantState;
 
 /// Who suspended a tenant: the state the reactivation rule reads. A customer may lift only a
 /// suspension they made; a suspended spec without `suspendedBy` (an SRE's edit, a spec from before
@@ -388,40 +372,9 @@ impl Thinking {
     }
 }
 
-/// A service the agent can use on the customer's behalf through Nango.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Google,
-    Github,
-    Slack,
-    Linear,
-    Notion,
-    Jira,
-}
-
-impl Provider {
-    pub const ALL: [Provider; 6] = [
-        Provider::Google,
-        Provider::Github,
-        Provider::Slack,
-        Provider::Linear,
-        Provider::Notion,
-        Provider::Jira,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Google => "google",
-            Provider::Github => "github",
-            Provider::Slack => "slack",
-            Provider::Linear => "linear",
-            Provider::Notion => "notion",
-            Provider::Jira => "jira",
-        }
-    }
-}
+/// A service the agent can use on the customer's behalf through Nango (one definition for the spec, the
+/// tenant table and the proxy).
+pub use contracts::Provider;
 
 /// `tenants/<shard>/<name>/tenant.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

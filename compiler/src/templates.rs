@@ -1,4 +1,5 @@
-//! The manifest templates (minijinja) under templates/, loaded from a directory or a git tree into memory.
+//! The manifest templates (minijinja) under templates/, held in memory ([`crate::source`] reads them from a
+//! directory or a git tree).
 //!
 //! Templates only lay values out; every value is computed in Rust ([`crate::render`]) and passed through the
 //! `tojson` filter, so that no template can produce a type confusion ("1" versus 1, "no" versus false).
@@ -7,7 +8,6 @@
 
 use crate::diagnostics::{Diagnostic, Diagnostics};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Every tenant template the compiler renders, by name (its path under templates/); the platform's are
 /// [`crate::platform_render::TEMPLATES`].
@@ -93,86 +93,6 @@ impl Templates {
         }
         problems.into_result(())?;
         Ok(Templates { env, sources })
-    }
-
-    /// Reads every `*.j2` file under `dir` (the templates/ folder of a checkout).
-    pub fn from_dir(dir: &Path) -> Result<Templates, Diagnostics> {
-        let mut sources = BTreeMap::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let entries = std::fs::read_dir(&d).map_err(|e| {
-                Diagnostic::file(
-                    d.display().to_string(),
-                    format!("cannot read template folder: {e}"),
-                )
-            })?;
-            for entry in entries {
-                let entry =
-                    entry.map_err(|e| Diagnostic::file(d.display().to_string(), e.to_string()))?;
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "j2") {
-                    let rel = path
-                        .strip_prefix(dir)
-                        .expect("walked below dir")
-                        .to_string_lossy()
-                        .replace('\\', "/");
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        Diagnostic::file(
-                            format!("templates/{rel}"),
-                            format!("cannot read template: {e}"),
-                        )
-                    })?;
-                    sources.insert(rel, text);
-                }
-            }
-        }
-        Templates::from_sources(sources)
-    }
-
-    /// Reads every `*.j2` blob under `tree` (the templates/ tree of a commit).
-    pub fn from_git_tree(
-        repo: &git2::Repository,
-        tree: &git2::Tree,
-    ) -> Result<Templates, Diagnostics> {
-        let mut sources = BTreeMap::new();
-        let mut failure = None;
-        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
-            let name = entry.name().unwrap_or_default();
-            if entry.kind() == Some(git2::ObjectType::Blob) && name.ends_with(".j2") {
-                let rel = format!("{root}{name}");
-                match entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
-                    Ok(blob) => match std::str::from_utf8(blob.content()) {
-                        Ok(text) => {
-                            sources.insert(rel, text.to_string());
-                        }
-                        Err(_) => {
-                            failure = Some(Diagnostic::file(
-                                format!("templates/{rel}"),
-                                "template is not UTF-8",
-                            ));
-                            return git2::TreeWalkResult::Abort;
-                        }
-                    },
-                    Err(e) => {
-                        failure = Some(Diagnostic::file(
-                            format!("templates/{rel}"),
-                            format!("cannot read blob: {e}"),
-                        ));
-                        return git2::TreeWalkResult::Abort;
-                    }
-                }
-            }
-            git2::TreeWalkResult::Ok
-        })
-        .map_err(|e| {
-            Diagnostic::file("templates", format!("cannot walk the templates tree: {e}"))
-        })?;
-        if let Some(d) = failure {
-            return Err(d.into());
-        }
-        Templates::from_sources(sources)
     }
 
     /// Renders template `name` with `context`.

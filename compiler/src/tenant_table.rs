@@ -4,47 +4,13 @@
 //! shard of about N/256 tenants.
 
 use crate::platform::Platform;
-use crate::spec::{Provider, TenantSpec};
-use serde::{Deserialize, Serialize};
+use crate::spec::TenantSpec;
 
-pub const FORMAT_VERSION: u32 = 1;
-pub const DIR: &str = "flux/platform/tenant-table";
-
-/// One shard file (`tenants-XX.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TableFile {
-    pub version: u32,
-    pub tenants: Vec<TableEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TableEntry {
-    pub name: String,
-    pub token_sha256: String,
-    pub state: String,
-    pub tier: String,
-    pub limits: Limits,
-    pub connections: Vec<TableConnection>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Limits {
-    pub requests_per_minute: u32,
-    pub tokens_per_minute: u64,
-    pub monthly_token_budget: u64,
-    pub concurrent_requests: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TableConnection {
-    pub provider: Provider,
-    pub connection_id: String,
-    pub provider_config_key: String,
-}
+pub use contracts::tenant_table::{
+    Limits, TableConnection, TableEntry, TableFile, TenantState, FORMAT_VERSION,
+};
+/// The folder of the table's ConfigMaps ([`crate::layout::TABLE_DIR`]).
+pub const DIR: &str = crate::layout::TABLE_DIR;
 
 /// The shard a tenant belongs to: its layout shard, the first byte of sha256(name).
 pub fn shard_of(name: &str) -> u32 {
@@ -56,9 +22,9 @@ pub fn shard_id(shard: u32) -> String {
     crate::layout::shard_name(shard)
 }
 
-/// The path of a shard's ConfigMap file.
+/// The path of a shard's ConfigMap file ([`crate::layout::table_shard_path`]).
 pub fn shard_path(shard: u32) -> String {
-    format!("{DIR}/tenant-table-{}.yaml", shard_id(shard))
+    crate::layout::table_shard_path(shard)
 }
 
 /// The table entry of a (validated) tenant.
@@ -80,13 +46,13 @@ pub fn entry(platform: &Platform, spec: &TenantSpec) -> TableEntry {
     TableEntry {
         name: spec.name().to_string(),
         token_sha256: spec.spec.proxy_token.sha256.to_string(),
-        state: spec.spec.state.as_str().to_string(),
+        state: spec.spec.state,
         tier: spec.spec.tier.to_string(),
         limits: Limits {
-            requests_per_minute: tier.requests_per_minute,
+            requests_per_minute: tier.requests_per_minute.into(),
             tokens_per_minute: tier.tokens_per_minute,
             monthly_token_budget: tier.monthly_token_budget,
-            concurrent_requests: tier.concurrent_requests,
+            concurrent_requests: tier.concurrent_requests.into(),
         },
         connections,
     }

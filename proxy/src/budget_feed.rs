@@ -9,77 +9,33 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::trim_base;
-use crate::limits::{FeedState, Limiters, Period};
+use crate::limits::{Limiters, Period};
 use crate::narrowing::{FeedAccess, Narrowing};
-use crate::table::{Limits, TenantName, TenantState, TokenHash};
+use crate::table::{checked_limits, TenantName, TokenHash};
 
-/// The body of `GET /internal/budget`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetFeed {
-    /// The period the figures are for, `YYYY-MM` (UTC calendar month).
-    pub period: String,
-    pub tenants: Vec<TenantBudget>,
-}
+pub use contracts::budget::{Access as AccessWire, BudgetFeed, TenantBudget};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantBudget {
-    pub tenant: String,
-    pub used: u64,
-    pub budget: u64,
-    pub state: FeedState,
-    /// The tenant's entry in the table at the state repo's head (absent from older apis).
-    #[serde(default)]
-    pub access: Option<AccessWire>,
-}
-
-/// `tenants[].access`: what can only narrow the table in force ([`Narrowing`]).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AccessWire {
-    pub state: TenantState,
-    pub token_sha256: String,
-    pub limits: LimitsWire,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LimitsWire {
-    pub requests_per_minute: u32,
-    pub tokens_per_minute: u32,
-    pub monthly_token_budget: u64,
-    pub concurrent_requests: u32,
-}
-
-impl AccessWire {
-    fn parse(&self, tenant: &str) -> Result<FeedAccess, FeedError> {
-        let bad = |m: String| FeedError::Body(format!("tenant {tenant:?}: access: {m}"));
-        let token = TokenHash::parse_hex(&self.token_sha256).map_err(bad)?;
-        let l = &self.limits;
-        if l.requests_per_minute == 0
-            || l.tokens_per_minute == 0
-            || l.monthly_token_budget == 0
-            || l.concurrent_requests == 0
-        {
-            return Err(bad("every limit must be greater than 0".into()));
-        }
-        Ok(FeedAccess {
-            state: self.state,
-            token,
-            limits: Limits {
-                requests_per_minute: l.requests_per_minute,
-                tokens_per_minute: l.tokens_per_minute,
-                monthly_token_budget: l.monthly_token_budget,
-                concurrent_requests: l.concurrent_requests,
-            },
-        })
+/// Checks `tenants[].access` of `tenant`: what can only narrow the table in force ([`Narrowing`]).
+fn parse_access(access: &AccessWire, tenant: &str) -> Result<FeedAccess, FeedError> {
+    let bad = |m: String| FeedError::Body(format!("tenant {tenant:?}: access: {m}"));
+    let token = TokenHash::parse_hex(&access.token_sha256).map_err(bad)?;
+    let l = &access.limits;
+    if l.requests_per_minute == 0
+        || l.tokens_per_minute == 0
+        || l.monthly_token_budget == 0
+        || l.concurrent_requests == 0
+    {
+        return Err(bad("every limit must be greater than 0".into()));
     }
+    Ok(FeedAccess {
+        state: access.state,
+        token,
+        limits: checked_limits(l).map_err(bad)?,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +114,7 @@ pub async fn poll_once(
             continue;
         };
         if let Some(a) = &t.access {
-            access.insert(name.clone(), a.parse(&t.tenant)?);
+            access.insert(name.clone(), parse_access(a, &t.tenant)?);
         }
         budgets.push((name, t.used, t.state));
     }
@@ -219,6 +175,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::FeedState;
+    use crate::table::TenantState;
 
     #[test]
     fn feed_shape() {
@@ -245,12 +203,12 @@ mod tests {
                 "limits":{"requestsPerMinute":30,"tokensPerMinute":60000,"monthlyTokenBudget":100,"concurrentRequests":2}}}]}"#,
         )
         .unwrap();
-        let access = f.tenants[0].access.as_ref().unwrap().parse("acme").unwrap();
+        let access = parse_access(f.tenants[0].access.as_ref().unwrap(), "acme").unwrap();
         assert_eq!(access.state, TenantState::Suspended);
         assert_eq!(access.token, TokenHash::of_token("test"));
         let mut bad = f.tenants[0].access.take().unwrap();
         bad.limits.concurrent_requests = 0;
-        assert!(bad.parse("acme").is_err());
+        assert!(parse_access(&bad, "acme").is_err());
         assert!(parse_period("26-1").is_err());
     }
 }

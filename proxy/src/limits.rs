@@ -26,13 +26,7 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformati
 pub const WARNING_RATIO: f64 = 0.9;
 
 /// The api's view of a tenant's budget for the current period.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FeedState {
-    Ok,
-    Warning,
-    Exhausted,
-}
+pub use contracts::budget::FeedState;
 
 /// A period is a calendar month in UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,12 +13,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use contracts::tenant_table::{TableEntry, TableFile};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The only format version this reader accepts.
-pub const FORMAT_VERSION: u32 = 1;
+pub use contracts::tenant_table::FORMAT_VERSION;
 
 /// Why a table could not be loaded. Messages name the file and the offending value, never a token.
 #[derive(Debug, thiserror::Error)]
@@ -133,50 +134,8 @@ impl fmt::Debug for TokenHash {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TenantState {
-    Active,
-    Suspended,
-}
-
-/// A third-party service a tenant can connect through Nango.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Google,
-    Github,
-    Slack,
-    Linear,
-    Notion,
-    Jira,
-}
-
-impl Provider {
-    pub const ALL: [Provider; 6] = [
-        Provider::Google,
-        Provider::Github,
-        Provider::Slack,
-        Provider::Linear,
-        Provider::Notion,
-        Provider::Jira,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Google => "google",
-            Provider::Github => "github",
-            Provider::Slack => "slack",
-            Provider::Linear => "linear",
-            Provider::Notion => "notion",
-            Provider::Jira => "jira",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-}
+pub use contracts::tenant_table::TenantState;
+pub use contracts::Provider;
 
 /// A tenant's limits, inlined from its tier. Every value is positive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,40 +170,20 @@ impl Tenant {
     }
 }
 
-// Wire types: exactly the documented fields, nothing else.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShardFile {
-    version: u32,
-    tenants: Vec<TenantWire>,
-}
+// The wire types are the contract's (`contracts::tenant_table`): exactly the documented fields.
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct TenantWire {
-    name: String,
-    token_sha256: String,
-    state: TenantState,
-    tier: String,
-    limits: LimitsWire,
-    connections: Vec<ConnectionWire>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct LimitsWire {
-    requests_per_minute: u64,
-    tokens_per_minute: u64,
-    monthly_token_budget: u64,
-    concurrent_requests: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ConnectionWire {
-    provider: Provider,
-    connection_id: String,
-    provider_config_key: String,
+/// Limits as the proxy holds them: every value positive, the per-minute and concurrency ones within
+/// `u32`. Errors name the field.
+pub(crate) fn checked_limits(l: &contracts::tenant_table::Limits) -> Result<Limits, String> {
+    if l.monthly_token_budget == 0 {
+        return Err("limits.monthlyTokenBudget must be greater than 0".into());
+    }
+    Ok(Limits {
+        requests_per_minute: positive_u32("requestsPerMinute", l.requests_per_minute)?,
+        tokens_per_minute: positive_u32("tokensPerMinute", l.tokens_per_minute)?,
+        monthly_token_budget: l.monthly_token_budget,
+        concurrent_requests: positive_u32("concurrentRequests", l.concurrent_requests)?,
+    })
 }
 
 fn positive_u32(field: &str, v: u64) -> Result<u32, String> {
@@ -254,64 +193,49 @@ fn positive_u32(field: &str, v: u64) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("limits.{field} = {v} is too large"))
 }
 
-impl TenantWire {
-    fn into_tenant(self) -> Result<Tenant, (String, String)> {
-        let raw_name = self.name.clone();
-        let fail = |m: String| (raw_name.clone(), m);
-        let name = TenantName::parse(&self.name).map_err(fail)?;
-        let token = TokenHash::parse_hex(&self.token_sha256).map_err(fail)?;
-        if self.tier.is_empty() {
-            return Err(fail("tier must not be empty".into()));
-        }
-        let l = self.limits;
-        if l.monthly_token_budget == 0 {
-            return Err(fail(
-                "limits.monthlyTokenBudget must be greater than 0".into(),
-            ));
-        }
-        let limits = Limits {
-            requests_per_minute: positive_u32("requestsPerMinute", l.requests_per_minute)
-                .map_err(fail)?,
-            tokens_per_minute: positive_u32("tokensPerMinute", l.tokens_per_minute)
-                .map_err(fail)?,
-            monthly_token_budget: l.monthly_token_budget,
-            concurrent_requests: positive_u32("concurrentRequests", l.concurrent_requests)
-                .map_err(fail)?,
-        };
-        let mut connections: Vec<Connection> = Vec::with_capacity(self.connections.len());
-        for c in self.connections {
-            if connections.iter().any(|e| e.provider == c.provider) {
-                return Err(fail(format!(
-                    "provider {} is listed twice in connections",
-                    c.provider.as_str()
-                )));
-            }
-            if c.connection_id.is_empty() || c.provider_config_key.is_empty() {
-                return Err(fail(format!(
-                    "connection {} needs a non-empty connectionId and providerConfigKey",
-                    c.provider.as_str()
-                )));
-            }
-            connections.push(Connection {
-                provider: c.provider,
-                connection_id: c.connection_id,
-                provider_config_key: c.provider_config_key,
-            });
-        }
-        Ok(Tenant {
-            name,
-            token,
-            state: self.state,
-            tier: self.tier,
-            limits,
-            connections,
-        })
+/// A table entry as the proxy holds it, every value checked.
+fn into_tenant(entry: TableEntry) -> Result<Tenant, (String, String)> {
+    let raw_name = entry.name.clone();
+    let fail = |m: String| (raw_name.clone(), m);
+    let name = TenantName::parse(&entry.name).map_err(fail)?;
+    let token = TokenHash::parse_hex(&entry.token_sha256).map_err(fail)?;
+    if entry.tier.is_empty() {
+        return Err(fail("tier must not be empty".into()));
     }
+    let limits = checked_limits(&entry.limits).map_err(fail)?;
+    let mut connections: Vec<Connection> = Vec::with_capacity(entry.connections.len());
+    for c in entry.connections {
+        if connections.iter().any(|e| e.provider == c.provider) {
+            return Err(fail(format!(
+                "provider {} is listed twice in connections",
+                c.provider.as_str()
+            )));
+        }
+        if c.connection_id.is_empty() || c.provider_config_key.is_empty() {
+            return Err(fail(format!(
+                "connection {} needs a non-empty connectionId and providerConfigKey",
+                c.provider.as_str()
+            )));
+        }
+        connections.push(Connection {
+            provider: c.provider,
+            connection_id: c.connection_id,
+            provider_config_key: c.provider_config_key,
+        });
+    }
+    Ok(Tenant {
+        name,
+        token,
+        state: entry.state,
+        tier: entry.tier,
+        limits,
+        connections,
+    })
 }
 
 /// Parses one shard file's contents. `file` is only used in error messages.
 pub fn parse_shard(file: &Path, text: &str) -> Result<Vec<Tenant>, TableError> {
-    let shard: ShardFile = serde_json::from_str(text).map_err(|e| TableError::Parse {
+    let shard: TableFile = serde_json::from_str(text).map_err(|e| TableError::Parse {
         file: file.to_owned(),
         line: e.line(),
         column: e.column(),
@@ -327,12 +251,11 @@ pub fn parse_shard(file: &Path, text: &str) -> Result<Vec<Tenant>, TableError> {
         .tenants
         .into_iter()
         .map(|t| {
-            t.into_tenant()
-                .map_err(|(tenant, message)| TableError::Invalid {
-                    file: file.to_owned(),
-                    tenant,
-                    message,
-                })
+            into_tenant(t).map_err(|(tenant, message)| TableError::Invalid {
+                file: file.to_owned(),
+                tenant,
+                message,
+            })
         })
         .collect()
 }

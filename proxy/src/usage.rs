@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::config::{ms, trim_base, UsageConfig};
@@ -26,33 +25,13 @@ use crate::journal::{Appended, Journal};
 use crate::metering::ApiKind;
 use crate::metrics::Metrics;
 
-/// One metered request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UsageEvent {
-    /// UUID v7: unique, and sorts by time. The api's idempotency key.
-    pub id: uuid::Uuid,
-    pub tenant: String,
-    pub model: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub cache_write_tokens: u64,
-    pub latency_ms: u64,
-    /// HTTP status the client received (0 when the upstream could not be reached before any status).
-    pub status: u16,
-    /// The response was cut short (by either side) and the counts are what was seen until then.
-    pub partial: bool,
-    pub api: ApiName,
-    pub started_at: DateTime<Utc>,
-}
+pub use contracts::usage::ApiName;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiName {
-    Openai,
-    Anthropic,
-}
+/// One metered request (`contracts::usage`), its id and start time held typed.
+pub type UsageEvent = contracts::usage::UsageEvent<uuid::Uuid, DateTime<Utc>>;
+
+/// The body of `POST /internal/usage`.
+pub type UsageBatch = contracts::usage::UsageBatch<UsageEvent>;
 
 impl From<ApiKind> for ApiName {
     fn from(k: ApiKind) -> Self {
@@ -61,13 +40,6 @@ impl From<ApiKind> for ApiName {
             ApiKind::Anthropic => ApiName::Anthropic,
         }
     }
-}
-
-/// The body of `POST /internal/usage`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsageBatch {
-    pub events: Vec<UsageEvent>,
 }
 
 /// Where the shipper sends batches.
@@ -353,15 +325,13 @@ async fn send(
     events: &[UsageEvent],
     timeout: Duration,
 ) -> Result<(), SendError> {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        events: &'a [UsageEvent],
-    }
     let resp = client
         .post(&target.url)
         .bearer_auth(target.credential.expose_secret())
         .timeout(timeout)
-        .json(&Body { events })
+        .json(&contracts::usage::UsageBatch {
+            events: events.iter().collect::<Vec<_>>(),
+        })
         .send()
         .await
         // Only the kind of failure: reqwest's error text carries the URL, which is fine, but keep it short.

@@ -5,31 +5,14 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
 use support::*;
 
-fn find_openclaw() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("openclaw"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let p = PathBuf::from("/opt/openclaw-cloud-tools/bin/openclaw");
-        p.is_file().then_some(p)
-    })
-}
-
 #[tokio::test]
 async fn an_openclaw_agent_turn_goes_through_the_proxy_and_is_metered() {
-    let Some(openclaw) = find_openclaw() else {
-        if require_tools() {
-            panic!("openclaw is not installed (run .ci/install-tools); CI=true requires it");
-        }
-        eprintln!("SKIPPED: openclaw not found on PATH or in /opt/openclaw-cloud-tools/bin");
+    let Some(openclaw) = outside_tool::find("openclaw") else {
         return;
     };
     let h = Harness::start().await;

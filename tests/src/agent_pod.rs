@@ -480,7 +480,7 @@ fn render(secrets: &Secrets, bot_api_root: &str) -> Rendered {
     let identity = age::x25519::Identity::generate();
     platform.sops.age_recipients = vec![identity.to_public().to_string()];
     platform.gateway.telegram_api_root = bot_api_root.to_owned();
-    let templates = compiler::Templates::from_dir(&checkout.join("templates")).unwrap();
+    let templates = compiler::source::templates_from_dir(&checkout.join("templates")).unwrap();
 
     let spec_text =
         std::fs::read_to_string(checkout.join(compiler::layout::spec_path(TENANT))).unwrap();

@@ -7,9 +7,10 @@
 //! real gateway that way, from a Telegram message to the agent's reply.
 //!
 //! Tests that need an outside tool (kubectl, PostgreSQL) fail when `CI=true` and the tool is
-//! missing, and are skipped (with a message) otherwise.
+//! missing, and are skipped (with a `SKIP` line) otherwise: [`outside_tool`] decides.
 
 pub mod agent_pod;
+pub mod outside_tool;
 pub mod pod;
 pub mod ssh;
 
@@ -33,20 +34,10 @@ pub enum Backend {
     Postgres,
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Whether an outside requirement is met; panics in CI when it is not.
+/// Whether an outside requirement is met; fails the test under CI=true when it is not, and prints a
+/// `SKIP` line otherwise ([`outside_tool::require`] with the install hint of `.ci/install-tools`).
 pub fn require(what: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if in_ci() {
-        panic!("{what} is required in CI (CI=true) but is not available");
-    }
-    eprintln!("skipping: {what} is not available (set CI=true to make this a failure)");
-    false
+    outside_tool::require(what, outside_tool::INSTALL_TOOLS, available)
 }
 
 /// Whether `kubectl` runs here (required in CI).
@@ -88,7 +79,11 @@ pub async fn fresh_postgres() -> Option<String> {
     let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
-            require(&format!("PostgreSQL at {admin} ({e})"), false);
+            outside_tool::require(
+                &format!("PostgreSQL at {admin} ({e})"),
+                "start PostgreSQL on 127.0.0.1:5432 with trust authentication, or set E2E_POSTGRES_URL",
+                false,
+            );
             return None;
         }
     };
@@ -283,7 +278,7 @@ impl Platform {
         let telegram = telegram_stand_in().await;
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url,
+            database_url: database_url.into(),
             ..Config::default()
         };
         config.repo.local_path = dir.path().join("api-clone.git");
@@ -373,7 +368,7 @@ impl Platform {
             running.shutdown().await.unwrap();
         }
         if self.backend == Backend::Postgres {
-            drop_postgres(&self.config.database_url).await;
+            drop_postgres(self.config.database_url.expose_secret()).await;
         }
     }
 
@@ -559,7 +554,7 @@ impl Platform {
 
     /// Opens the database the api uses.
     pub async fn store(&self) -> api::store::Store {
-        api::store::Store::connect(&self.config.database_url, 2)
+        api::store::Store::connect(self.config.database_url.expose_secret(), 2)
             .await
             .unwrap()
     }

@@ -3,6 +3,7 @@
 //! refresh rotation and reuse detection, logout, cookies with CSRF, rate limits, the dev login,
 //! and the refusal of forged login data and forged access tokens.
 
+use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -408,7 +409,7 @@ async fn accounts(backend: Backend) {
     {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(&p.config.database_url)
+        let mut conn = sqlx::AnyConnection::connect(p.config.database_url.expose_secret())
             .await
             .unwrap();
         let count = |value: String| {

@@ -2,6 +2,7 @@
 //! accepted by the real loaders of the api and the token proxy, with exactly the environment variables their
 //! Deployments set, and the secret values those carry never show in the loaded configuration's Debug output.
 
+use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::path::Path;
 
@@ -65,7 +66,10 @@ fn the_rendered_api_config_loads_with_its_deployments_environment() {
     let config = api::config::Config::load(Some(&path)).unwrap();
     assert!(!config.dev_mode);
     assert_eq!(config.listen.port(), 8080);
-    assert!(config.database_url.starts_with("postgres://"));
+    assert!(config
+        .database_url
+        .expose_secret()
+        .starts_with("postgres://"));
     assert_eq!(config.proxy_credentials.len(), 1);
     assert_eq!(config.repo.branch, "main");
     assert!(config.repo.remote_url.starts_with("ssh://"));

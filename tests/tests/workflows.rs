@@ -6,19 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn actionlint() -> Option<PathBuf> {
-    let tools =
-        std::env::var("OPENCLAW_TOOLS_DIR").unwrap_or_else(|_| "/opt/openclaw-cloud-tools".into());
-    let found = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("actionlint"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from(tools).join("bin/actionlint")])
-        .find(|p| p.is_file());
-    e2e::require("actionlint (.ci/install-tools)", found.is_some()).then(|| found.unwrap())
+    e2e::outside_tool::find("actionlint")
 }
 
 fn workflows() -> Vec<PathBuf> {

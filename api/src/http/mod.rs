@@ -122,13 +122,13 @@ pub(crate) mod testing {
 
     pub async fn state(dir: &std::path::Path) -> Shared {
         let mut config = Config::default();
-        config.database_url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        config.database_url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display()).into();
         config.admin_tokens = vec![crate::config::AdminToken {
             name: "ops".into(),
             email: "ops@example.com".into(),
             sha256: hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes())),
         }];
-        let store = Store::connect(&config.database_url, 2).await.unwrap();
+        let store = Store::connect(secrecy::ExposeSecret::expose_secret(&config.database_url), 2).await.unwrap();
         Arc::new(AppState::new(
             Arc::new(config),
             store,

@@ -5,9 +5,6 @@ use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret;
 
-/// Where CI installs the official tools when they are not on PATH.
-const TOOLS_DIR: &str = "/opt/openclaw-cloud-tools/bin";
-
 /// A throwaway age key pair.
 pub struct Key {
     pub recipient: String,
@@ -33,23 +30,11 @@ pub fn identity_file(dir: &Path, name: &str, key: &Key) -> PathBuf {
     path
 }
 
+#[path = "../../../tests/src/outside_tool.rs"]
+pub mod outside_tool;
+
 /// Finds an official tool on PATH or in the CI tools directory. Missing tools fail the test
-/// when CI=true and skip it (with the reason printed) otherwise.
+/// when CI=true and skip it (with a `SKIP` line) otherwise ([`outside_tool`]).
 pub fn tool(name: &str) -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain(std::iter::once(PathBuf::from(TOOLS_DIR)))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    if on_path.is_none() {
-        let reason = format!(
-            "the `{name}` tool is not installed (looked on PATH and in {TOOLS_DIR}); run .ci/install-tools"
-        );
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{reason}");
-        }
-        eprintln!("skipping: {reason}");
-    }
-    on_path
+    outside_tool::find(name)
 }

@@ -107,28 +107,11 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+#[path = "../../../tests/src/outside_tool.rs"]
+pub mod outside_tool;
+
 /// Resolves an outside tool: on PATH or in the tools folder .ci/install-tools fills. Under CI=true a
-/// missing tool fails the test; elsewhere the test is skipped with a note.
+/// missing tool fails the test; elsewhere the test is skipped with a `SKIP` line ([`outside_tool`]).
 pub fn tool(name: &str) -> Option<PathBuf> {
-    let tools =
-        std::env::var("OPENCLAW_TOOLS_DIR").unwrap_or_else(|_| "/opt/openclaw-cloud-tools".into());
-    let candidates = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .chain(std::iter::once(Path::new(&tools).join("bin").join(name)));
-    for c in candidates {
-        if c.is_file() {
-            return Some(c);
-        }
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{name} is required under CI=true; run .ci/install-tools");
-    }
-    eprintln!("skipping: {name} is not installed (run .ci/install-tools)");
-    None
+    outside_tool::find(name)
 }

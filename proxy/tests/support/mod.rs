@@ -708,10 +708,8 @@ pub fn message(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "max_tokens": 256, "messages": [{"role": "user", "content": "say pong"}]})
 }
 
-/// Whether an outside tool is required (CI) or may be skipped.
-pub fn require_tools() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
+#[path = "../../../tests/src/outside_tool.rs"]
+pub mod outside_tool;
 
 /// Waits until `cond` holds, failing the test with `what` after five seconds.
 pub async fn eventually<F, Fut>(what: &str, mut cond: F)
