@@ -128,8 +128,8 @@ fn code(text: &str) -> String {
         } else if bytes[i] == b'\'' {
             // A char literal ('x', '\n', '"') or a lifetime ('a): skip only the literal.
             let rest = &text[i..];
-            let literal = if rest.starts_with("'\\") {
-                rest[2..].find('\'').map(|k| k + 3)
+            let literal = if let Some(escaped) = rest.strip_prefix("'\\") {
+                escaped.find('\'').map(|k| k + 3)
             } else {
                 rest.char_indices()
                     .nth(2)

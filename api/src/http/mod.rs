@@ -128,7 +128,12 @@ pub(crate) mod testing {
             email: "ops@example.com".into(),
             sha256: hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes())),
         }];
-        let store = Store::connect(secrecy::ExposeSecret::expose_secret(&config.database_url), 2).await.unwrap();
+        let store = Store::connect(
+            secrecy::ExposeSecret::expose_secret(&config.database_url),
+            2,
+        )
+        .await
+        .unwrap();
         Arc::new(AppState::new(
             Arc::new(config),
             store,
