@@ -871,7 +871,7 @@ struct HeadConfig {
 }
 
 /// The platform config and templates at the head (cached per templates/ tree).
-async fn compiled(state: &Shared) -> Result<Arc<Compiled>, ApiError> {
+pub async fn compiled(state: &Shared) -> Result<Arc<Compiled>, ApiError> {
     let state2 = state.clone();
     tokio::task::spawn_blocking(move || {
         let internal = |e: git2::Error| ApiError::Internal(e.message().to_owned());
@@ -1044,6 +1044,18 @@ async fn provision(
             .check(client.0)
             .map_err(ApiError::TooManyRequests)?;
     }
+    provision_tenant(state, caller, headers, JsonBody(body, raw)).await
+}
+
+/// Provisions a tenant for `caller` with every rule of `POST /v1/tenants` but the per-address
+/// sign-up limit (the caller's write limit, tenant cap, tier, model, control characters, getMe,
+/// idempotency): the handler and the platform bot both call it.
+pub async fn provision_tenant(
+    state: Arc<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body, raw): JsonBody<ProvisionRequest>,
+) -> Result<Response, ApiError> {
     let st = state.clone();
     let owner_caller = caller.clone();
     submit(
@@ -1340,7 +1352,7 @@ fn prefix(e: ChangeError, prefix: &str) -> ApiError {
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn update_settings(
+pub async fn update_settings(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,
@@ -1457,7 +1469,7 @@ fn role(caller: &Caller) -> Role {
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn suspend(
+pub async fn suspend(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,
@@ -1483,7 +1495,7 @@ async fn suspend(
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = ChangeResponse), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn reactivate(
+pub async fn reactivate(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,
@@ -1655,7 +1667,7 @@ async fn destroy(
 /// A tenant's spec and last commit, read from the state repo's head.
 #[utoipa::path(get, path = "/v1/tenants/{name}", params(("name" = String, Path)),
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn get_tenant(
+pub async fn get_tenant(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,
@@ -1839,6 +1851,7 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .merge(crate::usage::routes())
+        .merge(crate::bot::routes())
         .merge(crate::dev_routes::routes(state.config.dev_mode))
         .fallback(fallback)
         .route_layer(middleware::from_fn(track))

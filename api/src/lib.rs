@@ -9,7 +9,8 @@
 //! - [`lifecycle`]: what each action does to a tenant's files; links the compiler.
 //! - [`writer`]: the single writer thread: batching, outbox, push retries, crash replay.
 //! - [`reader`]: tenant state and history read from the state repo's head.
-//! - [`telegram`]: bot token format and getMe.
+//! - [`telegram`]: bot token format and getMe. [`bot`]: the platform bot (webhook, conversation,
+//!   outbox of Bot API calls, notices to owners).
 //! - [`usage`]: the usage ledger (proxy ingest, aggregates, customer usage); [`budget`]: the
 //!   budget feed the proxies poll.
 //! - [`http`]: routes, errors, callers and the tenant authorization check
@@ -25,6 +26,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bot;
 pub mod budget;
 pub mod config;
 pub mod dev;

@@ -902,7 +902,7 @@ async fn known_tenant(state: &Shared, tenant: &crate::http::Incarnation) -> Resu
     responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn tenant_usage(
+pub async fn tenant_usage(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,

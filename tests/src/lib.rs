@@ -10,6 +10,7 @@
 //! missing, and are skipped (with a message) otherwise.
 
 pub mod agent_pod;
+pub mod bot_api;
 pub mod pod;
 
 use std::collections::HashSet;
