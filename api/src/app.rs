@@ -111,7 +111,7 @@ pub async fn start(
     let state =
         Arc::new(AppState::new(config.clone(), store, handle, metrics_handle()).with_auth(auth));
     crate::budget::spawn_refresher(&state);
-    let bot = crate::bot::Bot::load(&state).map_err(AppError::Bot)?;
+    let bot = crate::bot::Bot::load(&state).await.map_err(AppError::Bot)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| AppError::Listen(config.listen, e))?;

@@ -3,6 +3,8 @@
 //! queued. Portable SQL through [`Store`]; this module knows nothing of Telegram's formats beyond
 //! the JSON it is handed.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::Row;
 
@@ -24,11 +26,52 @@ pub struct OutMsg {
 #[derive(Clone)]
 pub struct BotDb {
     store: Store,
+    /// On SQLite, which takes one writer at a time: the bot's writes queue here, in order,
+    /// instead of in SQLite's busy handler, which sleeps in steps of up to 100 ms.
+    sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Background writers (worker, sender, notifier) queue here first, so that at most one of
+    /// them waits for the write queue ahead of the webhook's acknowledgements.
+    background: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A turn at writing to SQLite (nothing on PostgreSQL).
+pub struct Turn<'a> {
+    _background: Option<tokio::sync::MutexGuard<'a, ()>>,
+    _writer: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl BotDb {
-    pub fn new(store: Store) -> BotDb {
-        BotDb { store }
+    pub fn new(store: Store, sqlite: bool) -> BotDb {
+        BotDb {
+            store,
+            sqlite_writer: sqlite.then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            background: sqlite.then(|| Arc::new(tokio::sync::Mutex::new(()))),
+        }
+    }
+
+    /// The same tables through another connection pool, sharing the write queue (the webhook's
+    /// own pool, so that a busy worker never makes an acknowledgement wait for a connection).
+    pub fn with_pool(&self, store: Store) -> BotDb {
+        BotDb {
+            store,
+            sqlite_writer: self.sqlite_writer.clone(),
+            background: None,
+        }
+    }
+
+    async fn write_turn(&self) -> Turn<'_> {
+        let background = match &self.background {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        Turn {
+            _background: background,
+            _writer: writer,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -37,6 +80,7 @@ impl BotDb {
 
     /// Records an update; false when it was recorded before (a second delivery).
     pub async fn insert_update(&self, input: &Input, now: i64) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let json = serde_json::to_string(input).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let done = sqlx::query(
             "INSERT INTO bot_updates (update_id, chat_id, input, received_at, done_at) \
@@ -73,6 +117,7 @@ impl BotDb {
         now: i64,
         until: i64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO bot_chats (chat_id, state, lease_owner, lease_until, updated_at) \
              VALUES ($1, '{}', NULL, 0, $2) ON CONFLICT (chat_id) DO NOTHING",
@@ -95,6 +140,7 @@ impl BotDb {
     }
 
     pub async fn release_chat(&self, chat_id: i64, owner: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE bot_chats SET lease_owner = NULL, lease_until = 0 WHERE chat_id = $1 AND lease_owner = $2",
         )
@@ -143,6 +189,7 @@ impl BotDb {
         messages: &[OutMsg],
         now: i64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let state = serde_json::to_string(chat).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.store.begin_write().await?;
         let kept = sqlx::query(
@@ -177,6 +224,7 @@ impl BotDb {
         messages: &[OutMsg],
         now: i64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.store.begin_write().await?;
         let first = sqlx::query(
             "INSERT INTO bot_notices (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -203,6 +251,7 @@ impl BotDb {
         now: i64,
         until: i64,
     ) -> Result<Option<(OutMsg, i64)>, StoreError> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(
             "UPDATE bot_outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
              WHERE id = (SELECT o.id FROM bot_outbox o \
@@ -238,6 +287,7 @@ impl BotDb {
     }
 
     pub async fn mark_sent(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE bot_outbox SET sent_at = $1, lease_owner = NULL WHERE id = $2")
             .bind(now)
             .bind(id)
@@ -248,6 +298,7 @@ impl BotDb {
 
     /// Puts a call back, due at `not_before`.
     pub async fn retry_at(&self, id: &str, not_before: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE bot_outbox SET not_before = $1, lease_owner = NULL, lease_until = 0 WHERE id = $2",
         )
@@ -260,6 +311,7 @@ impl BotDb {
 
     /// Gives a call up (Telegram refused it: the user blocked the bot, the chat is gone).
     pub async fn mark_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE bot_outbox SET failed = $1, lease_owner = NULL WHERE id = $2")
             .bind(reason)
             .bind(id)
@@ -294,6 +346,7 @@ impl BotDb {
         state: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO bot_tenant_states (tenant, state, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -309,6 +362,7 @@ impl BotDb {
     /// Drops processed updates and sent calls older than `before` (Telegram redelivers an update
     /// for at most a day).
     pub async fn prune(&self, before: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM bot_updates WHERE done_at IS NOT NULL AND done_at < $1")
             .bind(before)
             .execute(self.store.pool())

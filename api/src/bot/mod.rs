@@ -37,10 +37,15 @@ use tokio::sync::Notify;
 use crate::http::AppState;
 use crate::telegram::BotToken;
 
+/// Connections of the webhook's own pool (acknowledgements never wait for the worker's).
+pub const WEBHOOK_CONNECTIONS: u32 = 8;
+
 /// The running bot, shared by the webhook and the background tasks.
 pub struct Bot {
     pub state: Arc<AppState>,
     pub db: db::BotDb,
+    /// The webhook's own connections to the same tables.
+    pub webhook_db: db::BotDb,
     pub api: client::BotApi,
     pub sealer: seal::Sealer,
     token: BotToken,
@@ -64,7 +69,7 @@ fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
 
 impl Bot {
     /// Reads the bot's token and webhook secret; None when no bot is configured.
-    pub fn load(state: &Arc<AppState>) -> Result<Option<Arc<Bot>>, String> {
+    pub async fn load(state: &Arc<AppState>) -> Result<Option<Arc<Bot>>, String> {
         let config = &state.config.bot;
         let Some(token_path) = &config.token_path else {
             return Ok(None);
@@ -97,8 +102,15 @@ impl Bot {
             token.clone(),
             Duration::from_secs(config.timeout_seconds),
         );
+        let sqlite = state.config.database_url.starts_with("sqlite:");
+        let db = db::BotDb::new(state.store.clone(), sqlite);
+        let webhook_store =
+            crate::store::Store::connect(&state.config.database_url, WEBHOOK_CONNECTIONS)
+                .await
+                .map_err(|e| format!("cannot open the webhook's connections: {e}"))?;
         Ok(Some(Arc::new(Bot {
-            db: db::BotDb::new(state.store.clone()),
+            webhook_db: db.with_pool(webhook_store),
+            db,
             sealer: seal::Sealer::new(token.expose()),
             api,
             token,

@@ -37,7 +37,7 @@ pub async fn webhook(
         .into_response();
     }
     match update::parse(&body, &bot.sealer) {
-        Ok(input) => match bot.db.insert_update(&input, now_ms()).await {
+        Ok(input) => match bot.webhook_db.insert_update(&input, now_ms()).await {
             Ok(fresh) => {
                 let outcome = if fresh { "stored" } else { "duplicate" };
                 metrics::counter!("api_bot_updates_total", "outcome" => outcome).increment(1);

@@ -31,6 +31,10 @@ use crate::http::{self, ApiError, Caller, JsonBody, ProvisionRequest, SettingsBo
 use crate::store::{Customer, StoreError};
 use crate::telegram::TelegramError;
 
+/// Chats one replica works on at once (each holds a database connection at times; the pool is
+/// shared with the api's requests).
+pub const CHATS_AT_ONCE: i64 = 4;
+
 /// How long a replica holds a chat while it works on it.
 pub const CHAT_LEASE_MS: i64 = 60_000;
 
@@ -41,7 +45,7 @@ pub fn now_ms() -> i64 {
 impl Bot {
     /// Works on chats with waiting updates; true when it did any work.
     pub async fn work_once(self: &Arc<Bot>) -> Result<bool, StoreError> {
-        let chats = self.db.pending_chats(16).await?;
+        let chats = self.db.pending_chats(CHATS_AT_ONCE).await?;
         let mut set = tokio::task::JoinSet::new();
         for chat_id in chats {
             let bot = self.clone();
