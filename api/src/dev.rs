@@ -139,19 +139,15 @@ pub fn prepare(paths: &DevPaths, checkout: &Path) -> Result<(String, String), De
             .map_err(|e| DevError::Seed(format!("generating the dev signing key: {e}")))?;
         write_private(&paths.jwt_key(), &pem)?;
     }
-    if !paths.bot_token().exists() {
-        let secret: [u8; 20] = rand::random();
-        write_private(
-            &paths.bot_token(),
-            &format!("700000001:AAD{}\n", hex::encode(secret)),
-        )?;
-    }
-    if !paths.bot_webhook_secret().exists() {
-        let bytes: [u8; 24] = rand::random();
-        write_private(
-            &paths.bot_webhook_secret(),
-            &format!("{}\n", hex::encode(bytes)),
-        )?;
+    // The platform bot's made-up token and its webhook secret.
+    for (path, prefix) in [
+        (paths.bot_token(), "700000001:AAD"),
+        (paths.bot_webhook_secret(), ""),
+    ] {
+        if !path.exists() {
+            let bytes: [u8; 20] = rand::random();
+            write_private(&path, &format!("{prefix}{}\n", hex::encode(bytes)))?;
+        }
     }
     if !paths.state_repo().join("HEAD").exists() {
         seed(&paths.state_repo(), checkout, &recipient)?;
