@@ -33,6 +33,8 @@ pub enum AppError {
     Config(#[from] crate::config::ConfigError),
     #[error("sign-in: {0}")]
     Auth(String),
+    #[error("platform bot: {0}")]
+    Bot(String),
 }
 
 /// The process-wide Prometheus recorder (a process has one; tests start several apps).
@@ -115,6 +117,7 @@ pub async fn start(
     let state =
         Arc::new(AppState::new(config.clone(), store, handle, metrics_handle()).with_auth(auth));
     crate::feed_refresher::spawn_refresher(&state);
+    let bot = crate::bot::Bot::load(&state).await.map_err(AppError::Bot)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| AppError::Listen(config.listen, e))?;
@@ -122,7 +125,13 @@ pub async fn start(
         .local_addr()
         .map_err(|e| AppError::Listen(config.listen, e))?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(state);
+    let app = match bot {
+        Some(bot) => {
+            bot.spawn();
+            router(state).layer(axum::Extension(bot))
+        }
+        None => router(state),
+    };
     let server = tokio::spawn(async move {
         axum::serve(
             listener,

@@ -38,6 +38,42 @@ pub struct Config {
     pub dev_mode: bool,
     /// Seconds to wait for in-flight requests on shutdown.
     pub shutdown_grace_seconds: u64,
+    /// The platform bot (docs/bot.md); off unless `bot.token_path` is set.
+    pub bot: BotConfig,
+}
+
+/// The platform's Telegram bot: its token and webhook secret are read from files, never from the
+/// configuration itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotConfig {
+    /// File holding the platform bot's token (it may be the login bot's). Unset: no bot.
+    pub token_path: Option<PathBuf>,
+    /// File holding the webhook's secret token (1 to 256 of `A-Za-z0-9_-`), sent back by Telegram
+    /// in `X-Telegram-Bot-Api-Secret-Token`.
+    pub webhook_secret_path: Option<PathBuf>,
+    /// The api's public base URL (`https://api.example.com`); the webhook is
+    /// `{public_url}/telegram/webhook`.
+    pub public_url: Option<String>,
+    /// Call `setWebhook` at start (with the secret and the update kinds the bot reads).
+    pub set_webhook: bool,
+    /// Base URL of the Bot API; the bot calls `{api_base_url}/bot<token>/<method>`.
+    pub api_base_url: String,
+    /// Timeout of one Bot API call.
+    pub timeout_seconds: u64,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig {
+            token_path: None,
+            webhook_secret_path: None,
+            public_url: None,
+            set_webhook: false,
+            api_base_url: "https://api.telegram.org".into(),
+            timeout_seconds: 10,
+        }
+    }
 }
 
 /// The GitOps state repository.
@@ -254,6 +290,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             dev_mode: false,
             shutdown_grace_seconds: 20,
+            bot: BotConfig::default(),
         }
     }
 }
@@ -331,6 +368,7 @@ impl Config {
             }
         }
         self.check_auth()?;
+        self.check_bot()?;
         if self.repo.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "repo.max_batch must be at least 1".into(),
@@ -404,6 +442,47 @@ impl Config {
                     "auth.allowed_origins[{i}] ({origin:?}) must be scheme://host[:port] with no path"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    fn check_bot(&self) -> Result<(), ConfigError> {
+        let bot = &self.bot;
+        if bot.token_path.is_none() {
+            return Ok(());
+        }
+        if bot.webhook_secret_path.is_none() {
+            return Err(ConfigError::Invalid(
+                "bot.token_path is set but bot.webhook_secret_path is not: the webhook must be authenticated; \
+                 write a random secret (openssl rand -hex 32) to a file and point bot.webhook_secret_path at it"
+                    .into(),
+            ));
+        }
+        let plain_http_ok = self.dev_mode;
+        if bot.set_webhook {
+            let Some(url) = &bot.public_url else {
+                return Err(ConfigError::Invalid(
+                    "bot.set_webhook is on but bot.public_url is not set: Telegram needs the api's public https:// base URL".into(),
+                ));
+            };
+            if !(url.starts_with("https://") || (plain_http_ok && url.starts_with("http://")))
+                || url.ends_with('/')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "bot.public_url ({url:?}) must be https://host[:port][/path] without a trailing slash (Telegram only calls https webhooks)"
+                )));
+            }
+        }
+        let base = &bot.api_base_url;
+        if !(base.starts_with("https://") || base.starts_with("http://")) || base.ends_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "bot.api_base_url ({base:?}) must be an http(s) base URL without a trailing slash, like https://api.telegram.org"
+            )));
+        }
+        if !(1..=120).contains(&bot.timeout_seconds) {
+            return Err(ConfigError::Invalid(
+                "bot.timeout_seconds must be 1 to 120".into(),
+            ));
         }
         Ok(())
     }
@@ -517,6 +596,26 @@ mod tests {
         });
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("also an admin token"), "{err}");
+    }
+
+    #[test]
+    fn bot_needs_a_webhook_secret_and_an_https_url() {
+        let mut config = Config::default();
+        config.bot.token_path = Some("bot-token".into());
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("bot.webhook_secret_path"), "{err}");
+        config.bot.webhook_secret_path = Some("webhook-secret".into());
+        config.check().unwrap();
+        config.bot.set_webhook = true;
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("bot.public_url"), "{err}");
+        config.bot.public_url = Some("http://api.example.com".into());
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("https"), "{err}");
+        config.bot.public_url = Some("https://api.example.com".into());
+        config.check().unwrap();
+        config.bot.api_base_url = "api.telegram.org/".into();
+        assert!(config.check().is_err());
     }
 
     #[test]

@@ -68,6 +68,14 @@ impl DevPaths {
     pub fn jwt_key(&self) -> PathBuf {
         self.root.join("jwt-signing-key.pem")
     }
+    /// The dev platform bot's token (made up: Telegram does not know it).
+    pub fn bot_token(&self) -> PathBuf {
+        self.root.join("platform-bot-token")
+    }
+    /// The dev platform bot's webhook secret.
+    pub fn bot_webhook_secret(&self) -> PathBuf {
+        self.root.join("bot-webhook-secret")
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevError {
@@ -131,6 +139,16 @@ pub fn prepare(paths: &DevPaths, checkout: &Path) -> Result<(String, String), De
             .map_err(|e| DevError::Seed(format!("generating the dev signing key: {e}")))?;
         write_private(&paths.jwt_key(), &pem)?;
     }
+    // The platform bot's made-up token and its webhook secret.
+    for (path, prefix) in [
+        (paths.bot_token(), "700000001:AAD"),
+        (paths.bot_webhook_secret(), ""),
+    ] {
+        if !path.exists() {
+            let bytes: [u8; 20] = rand::random();
+            write_private(&path, &format!("{prefix}{}\n", hex::encode(bytes)))?;
+        }
+    }
     if !paths.state_repo().join("HEAD").exists() {
         seed(&paths.state_repo(), checkout, &recipient)?;
     }
@@ -170,6 +188,12 @@ pub fn config(
             sha256: hex::encode(Sha256::digest(credential.trim().as_bytes())),
         }];
     }
+    // The platform bot, driven by posting updates to the webhook (the banner says how). Its
+    // replies go to the Bot API stand-in when there is one; otherwise they wait in bot_outbox
+    // (a closed local port: nothing leaves the machine).
+    config.bot.token_path = Some(paths.bot_token());
+    config.bot.webhook_secret_path = Some(paths.bot_webhook_secret());
+    config.bot.api_base_url = telegram_base_url.unwrap_or("http://127.0.0.1:9").to_owned();
     match telegram_base_url {
         Some(url) => {
             config.telegram.base_url = url.to_owned();
@@ -357,6 +381,13 @@ Sign in as a customer (dev login: no Telegram needed; only in dev mode on a loop
     -d '{{"name":"ada","owner":{{"email":"ada@example.com"}},"tier":"starter","telegramBotToken":"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawy"}}'
   curl -sS {url}/v1/tenants -H "Authorization: Bearer $ACCESS"
   (access tokens verify with {url}/.well-known/jwks.json; signing key {jwt_key})
+
+Talk to the platform bot without Telegram (docs/bot.md): post updates as Telegram would
+  curl -sS -X POST {url}/telegram/webhook -H "X-Telegram-Bot-Api-Secret-Token: $(cat {bot_secret})" \
+    -H 'Content-Type: application/json' \
+    -d '{{"update_id":1,"message":{{"message_id":1,"date":0,"text":"/start","from":{{"id":123456789,"is_bot":false,"first_name":"Ada"}},"chat":{{"id":123456789,"type":"private"}}}}}}'
+  Buttons are callback queries: {{"update_id":2,"callback_query":{{"id":"1","data":"lang:en","from":{{...}},"message":{{"message_id":1,"date":0,"chat":{{...}}}}}}}}
+  The bot's replies: {bot_replies}
 "#,
         acme_output = compiler::layout::output_dir("acme"),
         db = paths.database().display(),
@@ -365,6 +396,15 @@ Sign in as a customer (dev login: no Telegram needed; only in dev mode on a loop
         token_file = paths.admin_token().display(),
         proxy_credential = paths.proxy_credential().display(),
         jwt_key = paths.jwt_key().display(),
+        bot_secret = paths.bot_webhook_secret().display(),
+        bot_replies = if config.telegram.verification == TelegramVerification::Getme {
+            format!("sent to the Bot API at {}", config.bot.api_base_url)
+        } else {
+            format!(
+                "no Bot API here, so they wait in the outbox: sqlite3 {} \"SELECT chat_id, method, payload FROM bot_outbox ORDER BY created_at\"",
+                paths.database().display()
+            )
+        },
     )
 }
 

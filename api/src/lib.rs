@@ -22,7 +22,8 @@
 //!   config read at the head).
 //! - [`store`]: the database (tenants index, customers, sessions, outbox, idempotency keys);
 //!   SQLite or PostgreSQL. [`placeholders`]: the SQL placeholders of statements built at run time.
-//! - [`config`]: layered configuration; [`telegram`]: bot token format and getMe.
+//! - [`config`]: layered configuration; [`telegram`]: bot token format and getMe; [`bot`]: the
+//!   platform bot (webhook, conversation, outbox of Bot API calls, notices to owners).
 //! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform;
 //!   [`dev_proxy`]: its token proxy (in process, fed from the state repo's table).
 //!
@@ -34,6 +35,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bot;
 pub mod budget;
 pub mod config;
 pub mod dev;

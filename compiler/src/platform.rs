@@ -167,6 +167,39 @@ pub struct Tier {
     pub tokens_per_minute: u64,
     pub monthly_token_budget: u64,
     pub concurrent_requests: u32,
+    /// What the tier costs a month, shown to customers choosing a tier (the platform bot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_price: Option<Price>,
+}
+
+/// A price as customers see it: a decimal amount in an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Price {
+    /// Decimal amount with at most two fraction digits, as a string (`"9"`, `"29.90"`).
+    pub amount: String,
+    /// ISO 4217 code in capitals (`EUR`, `USD`, `BRL`).
+    pub currency: String,
+}
+
+impl Price {
+    /// Whether the amount is digits with at most two fraction digits and the currency three
+    /// capital letters.
+    pub fn is_valid(&self) -> bool {
+        let (whole, fraction) = self
+            .amount
+            .split_once('.')
+            .unwrap_or((self.amount.as_str(), ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        !whole.is_empty()
+            && whole.len() <= 9
+            && digits(whole)
+            && fraction.len() <= 2
+            && digits(fraction)
+            && fraction.is_empty() != self.amount.contains('.')
+            && self.currency.len() == 3
+            && self.currency.bytes().all(|b| b.is_ascii_uppercase())
+    }
 }
 
 impl Platform {
@@ -344,6 +377,16 @@ impl Platform {
                 || t.concurrent_requests == 0
             {
                 bad(&at, format!("tier {name}: rate limits and budget must be positive"), "set requestsPerMinute, tokensPerMinute, monthlyTokenBudget and concurrentRequests above 0");
+            }
+            if let Some(price) = t.monthly_price.as_ref().filter(|p| !p.is_valid()) {
+                bad(
+                    &at,
+                    format!(
+                        "tier {name}: monthlyPrice {:?} {:?} is not a price",
+                        price.amount, price.currency
+                    ),
+                    "write it like `monthlyPrice: {amount: \"29.90\", currency: EUR}`",
+                );
             }
         }
         for (i, block) in platform.network.public_egress.ip_blocks.iter().enumerate() {

@@ -10,6 +10,7 @@
 //! missing, and are skipped (with a `SKIP` line) otherwise: [`outside_tool`] decides.
 
 pub mod agent_pod;
+pub mod bot_api;
 pub mod outside_tool;
 pub mod pod;
 pub mod ssh;

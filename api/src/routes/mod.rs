@@ -91,6 +91,7 @@ pub fn router(state: Shared) -> Router {
         .merge(usage::routes())
         .merge(budget::routes())
         .merge(ops::routes())
+        .merge(crate::bot::routes())
         .merge(dev::routes(state.config.dev_mode))
         .fallback(fallback)
         .route_layer(middleware::from_fn(track))

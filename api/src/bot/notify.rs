@@ -1,0 +1,214 @@
+//! Notices to owners: the agent live, suspended (and by whom) or reactivated, and the monthly
+//! budget at 90 % and 100 %. The notifier reads the budget feed the api already keeps (tenant
+//! state and usage at the state repo's head, [`crate::budget`]) and queues each notice once in
+//! the outbox, by a key in `bot_notices`, so that several api replicas send it once.
+//!
+//! Who suspended a tenant is read from its spec (`spec.suspendedBy`), never from commit messages.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::conversation::{lang_of, Reply};
+use super::db::OutMsg;
+use super::i18n::{text, Msg};
+use super::worker::{now_ms, send_message};
+use super::Bot;
+use crate::budget::{FeedBody, FeedState};
+use crate::store::StoreError;
+
+/// How often the notifier looks at the feed.
+pub const EVERY: Duration = Duration::from_secs(2);
+/// A tenant first seen active within this long of its creation is announced as live.
+const NEW_TENANT_MS: i64 = 3_600_000;
+
+/// What the notifier remembers between rounds (the database remembers across restarts).
+#[derive(Default)]
+pub struct Seen {
+    states: HashMap<String, String>,
+    notices: HashSet<String>,
+}
+
+impl Bot {
+    /// One look at the feed; queues the notices it calls for.
+    pub async fn notify_once(&self, seen: &mut Seen) -> Result<usize, StoreError> {
+        let Some(snapshot) = self.state.ledger.feed.current() else {
+            return Ok(0);
+        };
+        let feed: FeedBody = match serde_json::from_slice(&snapshot.body) {
+            Ok(feed) => feed,
+            Err(_) => return Ok(0),
+        };
+        let mut queued = 0;
+        for entry in &feed.tenants {
+            let known = match seen.states.get(&entry.tenant) {
+                Some(s) => Some(s.clone()),
+                None => self.db.told_state(&entry.tenant).await?,
+            };
+            // The feed always carries access entries from the api; one without is left alone.
+            let Some(access) = &entry.access else {
+                continue;
+            };
+            let access_state = access.state.as_str();
+            // `active`, or `suspended:<by>` (by whom, from the spec at the head).
+            let unchanged = known
+                .as_deref()
+                .is_some_and(|k| k == access_state || k.starts_with(&format!("{access_state}:")));
+            let state = if unchanged {
+                known.clone().unwrap_or_default()
+            } else {
+                let state = if access_state == "suspended" {
+                    let row = self.state.store.tenant(&entry.tenant).await?;
+                    let hint = row.map(|r| r.last_commit).unwrap_or_default();
+                    format!(
+                        "suspended:{}",
+                        self.suspended_by(&entry.tenant, &hint).await
+                    )
+                } else {
+                    access_state.to_owned()
+                };
+                queued += self
+                    .state_changed(&entry.tenant, known.as_deref(), &state)
+                    .await?;
+                self.db
+                    .set_told_state(&entry.tenant, &state, now_ms())
+                    .await?;
+                state
+            };
+            seen.states.insert(entry.tenant.clone(), state);
+            let level = match entry.state {
+                FeedState::Ok => continue,
+                FeedState::Warning => 90,
+                FeedState::Exhausted => 100,
+            };
+            let key = format!("budget{level}:{}:{}", entry.tenant, feed.period);
+            if seen.notices.contains(&key) {
+                continue;
+            }
+            let msg = Msg::NoticeBudget {
+                name: entry.tenant.clone(),
+                percent: level,
+                used: entry.used,
+                budget: entry.budget,
+            };
+            queued += self.notice(&entry.tenant, &key, msg).await? as usize;
+            seen.notices.insert(key);
+        }
+        Ok(queued)
+    }
+
+    async fn state_changed(
+        &self,
+        tenant: &str,
+        before: Option<&str>,
+        now: &str,
+    ) -> Result<usize, StoreError> {
+        let Some(row) = self.state.store.tenant(tenant).await? else {
+            return Ok(0);
+        };
+        let incarnation = row.uid.clone().unwrap_or_default();
+        // The customer's own pause and its undoing are not news to them; the platform's and
+        // support's are.
+        let (key, msg) = match (before, now.split_once(':')) {
+            (None, None) if now == "active" && now_ms() - row.created_at < NEW_TENANT_MS => (
+                live_key(tenant, &incarnation),
+                Msg::NoticeLive {
+                    name: tenant.to_owned(),
+                },
+            ),
+            (Some(before), None)
+                if now == "active"
+                    && before.starts_with("suspended:")
+                    && before != "suspended:customer" =>
+            {
+                (
+                    format!("reactivated:{tenant}:{}", row.last_commit),
+                    Msg::NoticeReactivated {
+                        name: tenant.to_owned(),
+                    },
+                )
+            }
+            (Some(_), Some(("suspended", by))) if by != "customer" => (
+                format!("suspended:{tenant}:{}", row.last_commit),
+                Msg::NoticeSuspended {
+                    name: tenant.to_owned(),
+                    by: by.to_owned(),
+                },
+            ),
+            _ => return Ok(0),
+        };
+        Ok(self.notice(tenant, &key, msg).await? as usize)
+    }
+
+    /// `spec.suspendedBy` at the head (`platform` when the spec does not say).
+    async fn suspended_by(&self, tenant: &str, hint: &str) -> String {
+        let path = self.state.config.repo.local_path.clone();
+        let reference = format!(
+            "refs/remotes/{}/{}",
+            crate::state_repo::REMOTE,
+            self.state.config.repo.branch
+        );
+        let (tenant, hint) = (tenant.to_owned(), hint.to_owned());
+        let view = tokio::task::spawn_blocking(move || {
+            crate::reader::tenant(&path, &reference, &tenant, Some(&hint))
+        })
+        .await;
+        match view {
+            Ok(Ok(Some(view))) => view.spec["spec"]["suspendedBy"]
+                .as_str()
+                .unwrap_or("platform")
+                .to_owned(),
+            _ => "platform".to_owned(),
+        }
+    }
+
+    /// Queues `msg` to the tenant's owner once per `key`; false when there is no owner with a
+    /// Telegram id or the notice was queued before.
+    async fn notice(&self, tenant: &str, key: &str, msg: Msg) -> Result<bool, StoreError> {
+        let store = &self.state.store;
+        let Some(owner) = store.tenant(tenant).await?.and_then(|r| r.owner_id) else {
+            return Ok(false);
+        };
+        let Some(telegram_id) = store.customer(&owner).await?.and_then(|c| c.telegram_id) else {
+            return Ok(false);
+        };
+        // A private chat's id is the user's id.
+        let chat = self.db.chat(telegram_id).await?;
+        let reply = Reply {
+            text: text(lang_of(&chat, None), &msg),
+            buttons: Vec::new(),
+        };
+        let message = OutMsg {
+            id: format!("n-{key}"),
+            chat_id: telegram_id,
+            method: "sendMessage".into(),
+            payload: send_message(telegram_id, &reply),
+        };
+        let queued = self.db.notice(key, &[message], now_ms()).await?;
+        if queued {
+            self.sender_wake.notify_one();
+        }
+        Ok(queued)
+    }
+}
+
+/// The key of a tenant incarnation's "live" notice.
+pub fn live_key(tenant: &str, uid: &str) -> String {
+    format!("live:{tenant}:{uid}")
+}
+
+/// Notifies until the api stops (it holds the bot only weakly).
+pub fn spawn_notifier(bot: &Arc<Bot>) {
+    let weak: Weak<Bot> = Arc::downgrade(bot);
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        loop {
+            let Some(bot) = weak.upgrade() else { return };
+            if let Err(e) = bot.notify_once(&mut seen).await {
+                tracing::warn!(error = %e, "platform bot: cannot queue notices; retrying");
+            }
+            drop(bot);
+            tokio::time::sleep(EVERY).await;
+        }
+    });
+}

@@ -1,0 +1,333 @@
+//! The platform bot end to end: the real api (SQLite, PostgreSQL) with a Telegram Bot API
+//! stand-in speaking Telegram's formats. A customer signs up from `/start` to a committed
+//! tenant in Brazilian Portuguese with the api restarted mid-conversation; the same update
+//! delivered twice is processed once; tokens never reach git or the database in plaintext; a
+//! token pasted in a group is neither used nor stored; wrong secrets get 401; Telegram's 429 and
+//! 5xx lose and repeat nothing; two api processes sharing one database run one conversation.
+
+use std::time::Duration;
+
+use api::config::BotConfig;
+use e2e::bot_api::{callback, group_message, message, post_update, BotApiStandIn, Failure};
+use e2e::{bot_token, Backend, Options, Platform};
+use reqwest::StatusCode;
+
+const USER: i64 = 5_550_001;
+
+/// Starts a platform with the platform bot configured against a Bot API stand-in; the webhook
+/// secret.
+async fn with_bot(backend: Backend) -> Option<(Platform, BotApiStandIn, String)> {
+    let mut p = Platform::start(backend, Options::default()).await?;
+    let token = format!("888000:AAB{}", hex::encode(rand::random::<[u8; 16]>()));
+    let secret = hex::encode(rand::random::<[u8; 24]>());
+    let api = BotApiStandIn::start(&token).await;
+    std::fs::write(
+        p.dir.path().join("platform-bot-token"),
+        format!("{token}\n"),
+    )
+    .unwrap();
+    std::fs::write(p.dir.path().join("webhook-secret"), &secret).unwrap();
+    p.config.bot = BotConfig {
+        token_path: Some(p.dir.path().join("platform-bot-token")),
+        webhook_secret_path: Some(p.dir.path().join("webhook-secret")),
+        public_url: Some("https://api.example.test".into()),
+        set_webhook: true,
+        api_base_url: api.url.clone(),
+        timeout_seconds: 5,
+    };
+    p.config.check().unwrap();
+    p.restart().await;
+    Some((p, api, secret))
+}
+
+async fn send(p: &Platform, secret: &str, update: serde_json::Value) {
+    let status = post_update(&p.http, &p.base, Some(secret), &update).await;
+    assert_eq!(status, StatusCode::OK, "the webhook acknowledges {update}");
+}
+
+/// Every byte of the SQLite database files, to look for plaintext.
+fn sqlite_bytes(p: &Platform) -> Vec<u8> {
+    let mut all = Vec::new();
+    for file in ["api.db", "api.db-wal"] {
+        if let Ok(bytes) = std::fs::read(p.dir.path().join(file)) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Waits until the last message to `chat` offers a button with `data`.
+async fn wait_button(api: &BotApiStandIn, chat: i64, data: &str) {
+    for _ in 0..300 {
+        if api.last_buttons(chat).iter().any(|b| b == data) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "no button {data:?} for chat {chat}; messages: {:?}",
+        api.texts_to(chat)
+    );
+}
+
+#[tokio::test]
+async fn onboarding_in_portuguese_across_a_restart() {
+    let Some((mut p, api, secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    // setWebhook at start, with the secret and the update kinds the bot reads.
+    for _ in 0..100 {
+        if api.webhook().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (url, registered, allowed) = api.webhook().expect("setWebhook was called");
+    assert_eq!(url, "https://api.example.test/telegram/webhook");
+    assert_eq!(registered, secret);
+    assert_eq!(allowed, serde_json::json!(["message", "callback_query"]));
+
+    // Wrong or missing secret: 401, nothing stored or answered.
+    assert_eq!(
+        post_update(&p.http, &p.base, Some("wrong"), &message(1, USER, "/start")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post_update(&p.http, &p.base, None, &message(1, USER, "/start")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Malformed updates are acknowledged and dropped.
+    let malformed = serde_json::json!({"update_id": "one", "message": 3});
+    assert_eq!(
+        post_update(&p.http, &p.base, Some(&secret), &malformed).await,
+        StatusCode::OK
+    );
+
+    send(&p, &secret, message(1, USER, "/start")).await;
+    wait_button(&api, USER, "lang:pt-BR").await;
+    send(&p, &secret, callback(2, USER, "lang:pt-BR")).await;
+    let texts = api.wait_texts(USER, 2).await;
+    assert!(texts[1].contains("Em uma frase"), "{texts:?}");
+    send(&p, &secret, message(3, USER, "cuidar da minha agenda")).await;
+    let texts = api.wait_texts(USER, 3).await;
+    assert!(texts[2].contains("@BotFather"), "{texts:?}");
+
+    // A token Telegram refuses: a clear message, and the step stays.
+    let refused = bot_token(41);
+    send(&p, &secret, message(4, USER, &refused)).await;
+    let texts = api.wait_texts(USER, 4).await;
+    assert!(texts[3].contains("recusou"), "{texts:?}");
+
+    let token = bot_token(42);
+    p.accept_token(&token);
+    send(&p, &secret, message(5, USER, &format!("aqui: {token}"))).await;
+    let texts = api.wait_texts(USER, 5).await;
+    assert!(texts[4].contains("e-mail"), "{texts:?}");
+    // An email with a control character is refused before anything is stored.
+    send(&p, &secret, message(6, USER, "ada@exa\u{202e}mple.com")).await;
+    let texts = api.wait_texts(USER, 6).await;
+    assert!(texts[5].contains("não serve"), "{texts:?}");
+    send(&p, &secret, message(7, USER, "ada@example.com")).await;
+    wait_button(&api, USER, "tier:pro").await;
+    let tiers = api
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.method == "sendMessage")
+        .unwrap();
+    assert!(
+        tiers.body.to_string().contains("29 EUR/mês"),
+        "prices from templates/platform.yaml: {}",
+        tiers.body
+    );
+    send(&p, &secret, callback(8, USER, "tier:pro")).await;
+    wait_button(&api, USER, "confirm:yes").await;
+
+    // The api restarts mid-conversation: the state is in the database.
+    p.restart().await;
+    let head_before = p.head();
+    send(&p, &secret, callback(9, USER, "confirm:yes")).await;
+    let texts = api.wait_texts(USER, 10).await;
+    assert!(texts[8].contains("sendo preparado"), "{texts:?}");
+    assert!(texts[9].contains("diga oi para @agent_bot"), "{texts:?}");
+
+    // A committed tenant owned by this Telegram user, with the same rules as a dashboard sign-up.
+    let repo = p.remote();
+    assert_ne!(p.head(), head_before);
+    let spec = e2e::file_at(&repo, p.head(), &compiler::layout::spec_path("agent-bot"))
+        .expect("the tenant is committed");
+    let spec = compiler::spec::TenantSpec::parse("tenant.yaml", &spec).unwrap();
+    assert_eq!(spec.spec.owner.telegram_user_id.get(), USER);
+    assert_eq!(spec.spec.owner.email.to_string(), "ada@example.com");
+    assert_eq!(spec.spec.tier.to_string(), "pro");
+    assert_eq!(spec.spec.agent.language.to_string(), "pt-BR");
+    let commit = repo.find_commit(p.head()).unwrap();
+    assert!(commit.author().name().unwrap().starts_with("customer cus_"));
+    let secret_part = token.split(':').nth(1).unwrap();
+    assert!(
+        e2e::objects_containing(&repo, secret_part).is_empty(),
+        "no plaintext token in git"
+    );
+
+    // The same update delivered again: acknowledged, not processed again.
+    send(&p, &secret, callback(9, USER, "confirm:yes")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(api.texts_to(USER).len(), 10, "{:?}", api.texts_to(USER));
+    let callbacks = api
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "answerCallbackQuery")
+        .count();
+    assert_eq!(callbacks, 3, "every button press is answered once");
+
+    // Status, pause, resume; unknown commands get help.
+    send(&p, &secret, message(10, USER, "/status")).await;
+    let texts = api.wait_texts(USER, 11).await;
+    assert!(texts[10].starts_with("agent-bot: active"), "{texts:?}");
+    send(&p, &secret, message(11, USER, "/pause")).await;
+    let texts = api.wait_texts(USER, 12).await;
+    assert!(texts[11].contains("pausado"), "{texts:?}");
+    send(&p, &secret, message(12, USER, "/resume")).await;
+    let texts = api.wait_texts(USER, 13).await;
+    assert!(texts[12].contains("funcionando"), "{texts:?}");
+    send(&p, &secret, message(13, USER, "/frobnicate")).await;
+    let texts = api.wait_texts(USER, 14).await;
+    assert!(texts[13].contains("/status"), "{texts:?}");
+    send(&p, &secret, message(14, USER, "/usage")).await;
+    let texts = api.wait_texts(USER, 15).await;
+    assert!(texts[14].contains("tokens"), "{texts:?}");
+
+    // Another user cannot act on this tenant by forging a button.
+    send(&p, &secret, callback(15, USER + 1, "pause:agent-bot")).await;
+    let other = api.wait_texts(USER + 1, 1).await;
+    assert!(!other[0].contains("agent-bot"), "{other:?}");
+
+    // A token pasted in a group: not used, not repeated, not stored; the user is told to revoke it.
+    let leaked = bot_token(43);
+    p.accept_token(&leaked);
+    send(
+        &p,
+        &secret,
+        group_message(16, -1001, USER, &format!("my token {leaked}")),
+    )
+    .await;
+    let group = api.wait_texts(-1001, 1).await;
+    assert!(group[0].contains("/revoke"), "{group:?}");
+    assert!(!group[0].contains(leaked.split(':').nth(1).unwrap()));
+    let asked = p.telegram.asked.lock().unwrap().clone();
+    assert!(!asked.contains(&leaked), "a group token is never used");
+
+    // Neither token is in the database in plaintext (the sealed form is gone after provisioning).
+    let db = sqlite_bytes(&p);
+    assert!(
+        !contains(&db, secret_part),
+        "the customer's token is not in the database"
+    );
+    assert!(
+        !contains(&db, leaked.split(':').nth(1).unwrap()),
+        "the leaked token is not in the database"
+    );
+    p.finish().await;
+}
+
+#[tokio::test]
+async fn telegram_429_and_5xx_lose_and_repeat_nothing() {
+    let Some((p, api, secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    api.fail_next(&[
+        Failure::TooMany(1),
+        Failure::Server(502),
+        Failure::Server(500),
+    ]);
+    let started = std::time::Instant::now();
+    send(&p, &secret, message(1, USER, "/help")).await;
+    send(&p, &secret, message(2, USER, "/start")).await;
+    let texts = api.wait_texts(USER, 2).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retry_after was respected"
+    );
+    assert_eq!(api.refused(), 3);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let texts_after = api.texts_to(USER);
+    assert_eq!(
+        texts_after.len(),
+        2,
+        "each message sent once: {texts_after:?}"
+    );
+    assert!(texts[0].contains("/status"), "order kept: {texts:?}");
+    assert!(texts[1].contains("Which language"), "order kept: {texts:?}");
+    p.finish().await;
+}
+
+#[tokio::test]
+async fn two_api_processes_share_one_conversation() {
+    let Some((p, api, secret)) = with_bot(Backend::Postgres).await else {
+        return;
+    };
+    let mut second = p.config.clone();
+    second.repo.local_path = p.dir.path().join("api-clone-2.git");
+    let other = api::app::start(second, std::future::pending())
+        .await
+        .unwrap();
+    let base2 = format!("http://{}", other.addr);
+    let bases = [p.base.clone(), base2.clone()];
+    let token = bot_token(77);
+    p.accept_token(&token);
+    let steps = [
+        message(1, USER, "/start"),
+        callback(2, USER, "lang:en"),
+        message(3, USER, "plan my week"),
+        message(4, USER, &token),
+        message(5, USER, "grace@example.com"),
+        callback(6, USER, "tier:starter"),
+        callback(7, USER, "confirm:yes"),
+    ];
+    let expected = [1, 2, 3, 4, 5, 6, 8];
+    for (i, update) in steps.iter().enumerate() {
+        // Telegram may deliver to either replica, and retry on the other.
+        for base in &bases {
+            let status = post_update(&p.http, base, Some(&secret), update).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        api.wait_texts(USER, expected[i]).await;
+        if i == 5 {
+            wait_button(&api, USER, "confirm:yes").await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let texts = api.texts_to(USER);
+    assert_eq!(texts.len(), 8, "nothing processed or sent twice: {texts:?}");
+    assert!(texts[7].contains("say hi to @agent_bot"), "{texts:?}");
+    let store = p.store().await;
+    let owned = store
+        .tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.name.starts_with("agent-bot"))
+        .count();
+    assert_eq!(owned, 1, "one tenant");
+    // No plaintext token in the bot's tables.
+    let secret_part = token.split(':').nth(1).unwrap();
+    for sql in [
+        "SELECT input AS t FROM bot_updates",
+        "SELECT state AS t FROM bot_chats",
+        "SELECT payload AS t FROM bot_outbox",
+    ] {
+        let rows = sqlx::query(sql).fetch_all(store.pool()).await.unwrap();
+        for row in rows {
+            let text: String = sqlx::Row::get(&row, "t");
+            assert!(!text.contains(secret_part), "{sql}: {text}");
+        }
+    }
+    other.shutdown().await.unwrap();
+    p.finish().await;
+}
