@@ -12,6 +12,10 @@ use figment::Figment;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+/// The smallest `repo.max_packs`: two of the state repo's rollups (8 packs each) must fit beside a
+/// new pack (`state_repo` checks the figure against its rollup fan-in at compile time).
+pub const MIN_MAX_PACKS: usize = 16;
+
 /// The whole service configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -374,12 +378,12 @@ impl Config {
                 "repo.max_batch must be at least 1".into(),
             ));
         }
-        if self.repo.max_packs < crate::state_repo::MIN_MAX_PACKS {
+        if self.repo.max_packs < MIN_MAX_PACKS {
             return Err(ConfigError::Invalid(format!(
                 "repo.max_packs is {}; it must be at least {} (the packs two rollups take and make); \
                  raise it or leave it out (default 32)",
                 self.repo.max_packs,
-                crate::state_repo::MIN_MAX_PACKS
+                MIN_MAX_PACKS
             )));
         }
         Ok(())

@@ -111,8 +111,10 @@ const ROLLUP_TOP_CLASS: usize = 3;
 /// a reader's next listing finds.
 const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The smallest `repo.max_packs`: a rollup's inputs and its result must fit beside a new pack.
-pub const MIN_MAX_PACKS: usize = 2 * ROLLUP_FAN_IN;
+/// The smallest `repo.max_packs` ([`crate::config::MIN_MAX_PACKS`]): a rollup's inputs and its
+/// result must fit beside a new pack.
+pub use crate::config::MIN_MAX_PACKS;
+const _: () = assert!(MIN_MAX_PACKS == 2 * ROLLUP_FAN_IN);
 
 /// Keeps the number of pack files small. Every batch adds a pack (to the clone and, for a remote
 /// on this machine, to the remote), and libgit2 and git look through every pack for an object, so

@@ -32,15 +32,39 @@ fn test_name() -> String {
 /// Decides for an outside requirement: `true` when `available`; otherwise fails the test under
 /// `CI=true` with `tool` and `install` (how to get it), or prints a `SKIP` line and returns `false`.
 pub fn require(tool: &str, install: &str, available: bool) -> bool {
+    match decide(&test_name(), tool, install, available, in_ci()) {
+        Decision::Run => true,
+        Decision::Skip(line) => {
+            eprintln!("{line}");
+            false
+        }
+        Decision::Fail(message) => panic!("{message}"),
+    }
+}
+
+/// What [`require`] does, as a value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Run,
+    /// The line printed on stderr.
+    Skip(String),
+    /// The test's failure message.
+    Fail(String),
+}
+
+/// The rule itself: run when the tool is there; otherwise fail under CI, else skip visibly.
+pub fn decide(test: &str, tool: &str, install: &str, available: bool, ci: bool) -> Decision {
     if available {
-        return true;
+        Decision::Run
+    } else if ci {
+        Decision::Fail(format!(
+            "{test}: {tool} is required under CI=true but is not available; to install it, {install}"
+        ))
+    } else {
+        Decision::Skip(format!(
+            "SKIP {test}: {tool} is not available; to install it, {install} (CI=true makes this a failure)"
+        ))
     }
-    let test = test_name();
-    if in_ci() {
-        panic!("{test}: {tool} is required under CI=true but is not available; to install it, {install}");
-    }
-    eprintln!("SKIP {test}: {tool} is not available; to install it, {install} (CI=true makes this a failure)");
-    false
 }
 
 /// The folder `.ci/install-tools` installs into.
@@ -81,46 +105,28 @@ mod tests {
 
     #[test]
     fn an_absent_tool_skips_outside_ci_and_fails_in_ci() {
-        // The decision is taken on this process's environment; both branches are checked in a child.
-        let exe = std::env::current_exe().unwrap();
-        // The test's path in this binary (this file is included in several crates at different places).
-        let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
-        let child = format!("{module}::decide_for_an_absent_tool");
-        for (ci, want_success) in [("false", true), ("true", false)] {
-            let out = std::process::Command::new(&exe)
-                .args(["--exact", &child, "--include-ignored", "--nocapture"])
-                .env("CI", ci)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(
-                out.status.success(),
-                want_success,
-                "CI={ci}: {stdout}{stderr}"
-            );
-            if want_success {
+        use super::{decide, Decision, INSTALL_TOOLS};
+        let tool = "no-such-tool-anywhere-3f9c";
+        assert_eq!(decide("t", tool, INSTALL_TOOLS, true, true), Decision::Run);
+        match decide("t", tool, INSTALL_TOOLS, false, false) {
+            Decision::Skip(line) => {
                 assert!(
-                    stderr.contains(&format!(
-                        "SKIP {child}: no-such-tool-anywhere-3f9c is not available"
-                    )),
-                    "{stderr}"
+                    line.starts_with(&format!("SKIP t: {tool} is not available")),
+                    "{line}"
                 );
-            } else {
-                assert!(
-                    stdout.contains("no-such-tool-anywhere-3f9c is required under CI=true")
-                        || stderr.contains("no-such-tool-anywhere-3f9c is required under CI=true"),
-                    "{stdout}{stderr}"
-                );
-                assert!((stdout.to_string() + &stderr).contains(".ci/install-tools"));
+                assert!(line.contains(".ci/install-tools"), "{line}");
             }
+            other => panic!("outside CI an absent tool skips, got {other:?}"),
         }
-    }
-
-    /// Run only by the test above, in a child process with `CI` set.
-    #[test]
-    #[ignore = "run by an_absent_tool_skips_outside_ci_and_fails_in_ci with CI set"]
-    fn decide_for_an_absent_tool() {
-        assert!(super::find("no-such-tool-anywhere-3f9c").is_none());
+        match decide("t", tool, INSTALL_TOOLS, false, true) {
+            Decision::Fail(message) => {
+                assert!(
+                    message.contains(&format!("{tool} is required under CI=true")),
+                    "{message}"
+                );
+                assert!(message.contains(".ci/install-tools"), "{message}");
+            }
+            other => panic!("under CI an absent tool fails, got {other:?}"),
+        }
     }
 }

@@ -37,6 +37,11 @@ use tokio::sync::Notify;
 use crate::http::AppState;
 use crate::telegram::BotToken;
 
+/// The key of a tenant incarnation's "live" notice.
+pub fn live_key(tenant: &str, uid: &str) -> String {
+    format!("live:{tenant}:{uid}")
+}
+
 /// Connections of the webhook's own pool (acknowledgements never wait for the worker's).
 pub const WEBHOOK_CONNECTIONS: u32 = 8;
 

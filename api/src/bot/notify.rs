@@ -111,7 +111,7 @@ impl Bot {
         // support's are.
         let (key, msg) = match (before, now.split_once(':')) {
             (None, None) if now == "active" && now_ms() - row.created_at < NEW_TENANT_MS => (
-                live_key(tenant, &incarnation),
+                super::live_key(tenant, &incarnation),
                 Msg::NoticeLive {
                     name: tenant.to_owned(),
                 },
@@ -190,11 +190,6 @@ impl Bot {
         }
         Ok(queued)
     }
-}
-
-/// The key of a tenant incarnation's "live" notice.
-pub fn live_key(tenant: &str, uid: &str) -> String {
-    format!("live:{tenant}:{uid}")
 }
 
 /// Notifies until the api stops (it holds the bot only weakly).

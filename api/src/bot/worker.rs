@@ -413,8 +413,7 @@ impl Bot {
             Ok(body) => {
                 // The conversation says it is live: the notifier need not say it again.
                 if let Some(row) = self.state.store.tenant(&name).await? {
-                    let key =
-                        super::notify::live_key(&name, row.uid.as_deref().unwrap_or_default());
+                    let key = super::live_key(&name, row.uid.as_deref().unwrap_or_default());
                     self.db.notice(&key, &[], now_ms()).await?;
                 }
                 ActionResult::Provisioned {
