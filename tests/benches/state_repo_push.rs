@@ -32,6 +32,7 @@ struct Args {
     tenants: usize,
     batches: usize,
     batch: usize,
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -39,6 +40,7 @@ fn args() -> Args {
         tenants: 2000,
         batches: 60,
         batch: 4,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +53,7 @@ fn args() -> Args {
             "--tenants" => args.tenants = value(),
             "--batches" => args.batches = value(),
             "--batch" => args.batch = value().max(1),
+            "--rounds" => args.rounds = value().max(1),
             // cargo bench passes --bench.
             "--bench" => {}
             other => panic!("unknown flag {other}; see the doc comment of this file"),
@@ -158,6 +161,8 @@ fn seed(path: &Path, tenants: usize) {
 struct Run {
     build: Vec<Duration>,
     push: Vec<Duration>,
+    /// The libgit2 push call alone, where the variant can time it apart from writing the pack.
+    wire: Vec<Duration>,
     total: Duration,
 }
 
@@ -234,10 +239,15 @@ fn mempack(args: &Args, url: &str, key: &Path, dir: &Path) -> Run {
         .map(|e| e.unwrap().path())
         .collect();
     let sig = Signature::now("api", "api@example.com").unwrap();
-    let mut tip: Oid = repo.refname_to_id("refs/heads/main").unwrap();
+    // A bare clone keeps the remote's branches as they are named there only for its HEAD branch.
+    let mut tip: Oid = repo
+        .refname_to_id("refs/heads/main")
+        .or_else(|_| repo.refname_to_id("refs/remotes/origin/main"))
+        .unwrap();
     let mut run = Run::default();
     let started = Instant::now();
     for b in 0..args.batches {
+        let pushed = tip;
         let t = Instant::now();
         for k in 0..args.batch {
             let name = format!("mp-{b}-{k}");
@@ -262,14 +272,35 @@ fn mempack(args: &Args, url: &str, key: &Path, dir: &Path) -> Run {
                 .unwrap();
         }
         let built = t.elapsed();
+        let t0 = Instant::now();
+        // `Mempack::dump` packs every object reachable from each new commit (a whole snapshot,
+        // 7.4 MB at 2,000 tenants); a pack builder walking from the new tip with the pushed tip
+        // hidden packs only the new objects, as a push would.
+        let mut builder = repo.packbuilder().unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push(tip).unwrap();
+        walk.hide(pushed).unwrap();
+        builder.insert_walk(&mut walk).unwrap();
         let mut pack = git2::Buf::new();
-        mempack.dump(&repo, &mut pack).unwrap();
+        builder.write_buf(&mut pack).unwrap();
+        drop(builder);
+        let t1 = Instant::now();
         let mut writer = odb.packwriter().unwrap();
         writer.write_all(&pack).unwrap();
         writer.commit().unwrap();
         drop(writer);
         mempack.reset().unwrap();
+        let t2 = Instant::now();
         flush_new(&pack_dir, &mut files);
+        if std::env::var_os("STATE_REPO_PUSH_PHASES").is_some() {
+            eprintln!(
+                "mempack phases: dump {:?} ({} bytes), packwriter {:?}, flush {:?}",
+                t1 - t0,
+                pack.len(),
+                t2 - t1,
+                t2.elapsed()
+            );
+        }
         repo.reference("refs/heads/main", tip, true, "provision")
             .unwrap();
         let mut rejected = None;
@@ -281,9 +312,11 @@ fn mempack(args: &Args, url: &str, key: &Path, dir: &Path) -> Run {
         });
         let mut options = PushOptions::new();
         options.remote_callbacks(callbacks);
+        let pushing = Instant::now();
         remote
             .push(&["refs/heads/main:refs/heads/main"], Some(&mut options))
             .unwrap();
+        run.wire.push(pushing.elapsed());
         drop(options);
         assert_eq!(rejected, None, "the push was refused");
         run.build.push(built);
@@ -311,8 +344,19 @@ fn report(variant: &str, args: &Args, run: &Run) {
     let mut push = run.push.clone();
     push.sort();
     let provisions = args.batches * args.batch;
+    let mut wire = run.wire.clone();
+    wire.sort();
+    let wire = if wire.is_empty() {
+        "not timed apart".to_owned()
+    } else {
+        format!(
+            "{:.1} / {:.1} ms",
+            percentile(&wire, 0.5),
+            percentile(&wire, 0.99)
+        )
+    };
     println!(
-        "| {variant} | {} | {} | {provisions} | {:.0} /s | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms |",
+        "| {variant} | {} | {} | {provisions} | {:.0} /s | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {wire} |",
         args.tenants,
         args.batch,
         provisions as f64 / run.total.as_secs_f64(),
@@ -349,10 +393,21 @@ fn main() {
         args.tenants,
         t.elapsed().as_secs_f64()
     );
-    println!("| variant | tenants | batch | provisions | provisions/s | p50 | p99 | build p50 / p99 | pack + push p50 / p99 |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for variant in ["handwritten", "git2-mempack"] {
-        let remote = dir.path().join(format!("{variant}-remote.git"));
+    println!("| variant | tenants | batch | provisions | provisions/s | p50 | p99 | build p50 / p99 | pack + push p50 / p99 | push call p50 / p99 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    // Rounds alternate the order, so that neither variant always runs on a warmer machine.
+    let rounds = (0..args.rounds).flat_map(|round| {
+        let order = if round % 2 == 0 {
+            ["handwritten", "git2-mempack"]
+        } else {
+            ["git2-mempack", "handwritten"]
+        };
+        order.map(move |variant| (round, variant))
+    });
+    for (round, variant) in rounds {
+        let dir = &dir.path().join(format!("round-{round}"));
+        std::fs::create_dir_all(dir).unwrap();
+        let remote = dir.join(format!("{variant}-remote.git"));
         let copied = Command::new("cp")
             .arg("-a")
             .arg(&seeded)
@@ -362,8 +417,8 @@ fn main() {
         assert!(copied.success());
         let url = format!("ssh://{}@127.0.0.1:{port}{}", user.trim(), remote.display());
         let run = match variant {
-            "handwritten" => handwritten(&args, &url, &client_key, dir.path()),
-            _ => mempack(&args, &url, &client_key, dir.path()),
+            "handwritten" => handwritten(&args, &url, &client_key, dir),
+            _ => mempack(&args, &url, &client_key, dir),
         };
         report(variant, &args, &run);
         let out = Command::new("git")
