@@ -78,21 +78,33 @@ impl BotDb {
         &self.store
     }
 
-    /// Records an update; false when it was recorded before (a second delivery).
-    pub async fn insert_update(&self, input: &Input, now: i64) -> Result<bool, StoreError> {
+    /// Records updates in one transaction (the webhook's group commit, [`super::intake`]); per
+    /// update, false when it was recorded before (a second delivery, also within the batch).
+    pub async fn insert_updates(
+        &self,
+        inputs: &[&Input],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
         let _turn = self.write_turn().await;
-        let json = serde_json::to_string(input).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let done = sqlx::query(
-            "INSERT INTO bot_updates (update_id, chat_id, input, received_at, done_at) \
-             VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (update_id) DO NOTHING",
-        )
-        .bind(input.update_id)
-        .bind(input.chat_id)
-        .bind(json)
-        .bind(now)
-        .execute(self.store.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.store.begin_write().await?;
+        let mut fresh = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let json =
+                serde_json::to_string(input).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let done = sqlx::query(
+                "INSERT INTO bot_updates (update_id, chat_id, input, received_at, done_at) \
+                 VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (update_id) DO NOTHING",
+            )
+            .bind(input.update_id)
+            .bind(input.chat_id)
+            .bind(json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            fresh.push(done.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(fresh)
     }
 
     /// Chats with updates not processed yet, oldest first.
@@ -118,21 +130,17 @@ impl BotDb {
         until: i64,
     ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        // One statement (one commit): the chat's row made on first sight and the lease taken
+        // when it is free, expired, or already this replica's.
+        let taken = sqlx::query(
             "INSERT INTO bot_chats (chat_id, state, lease_owner, lease_until, updated_at) \
-             VALUES ($1, '{}', NULL, 0, $2) ON CONFLICT (chat_id) DO NOTHING",
+             VALUES ($1, '{}', $2, $3, $4) ON CONFLICT (chat_id) DO UPDATE \
+             SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until \
+             WHERE bot_chats.lease_until < $4 OR bot_chats.lease_owner = excluded.lease_owner",
         )
         .bind(chat_id)
-        .bind(now)
-        .execute(self.store.pool())
-        .await?;
-        let taken = sqlx::query(
-            "UPDATE bot_chats SET lease_owner = $1, lease_until = $2 \
-             WHERE chat_id = $3 AND (lease_until < $4 OR lease_owner = $1)",
-        )
         .bind(owner)
         .bind(until)
-        .bind(chat_id)
         .bind(now)
         .execute(self.store.pool())
         .await?;
