@@ -331,3 +331,116 @@ async fn two_api_processes_share_one_conversation() {
     other.shutdown().await.unwrap();
     p.finish().await;
 }
+
+/// Everything the process logged (every level, every module), for the test that looks for
+/// tokens in it. Installed once for this test binary by [`capture_logs`].
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line of the process, at trace level, into [`LOGS`].
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_ansi(false)
+            .with_writer(|| LogSink)
+            .init();
+    });
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs_or_the_outbox() {
+    capture_logs();
+    let Some((p, api, secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    let platform_token = api.token.clone();
+    let token = bot_token(91);
+    p.accept_token(&token);
+    let refused = bot_token(92);
+    let leaked = bot_token(93);
+    p.accept_token(&leaked);
+    let steps = [
+        message(1, USER, "/start"),
+        callback(2, USER, "lang:en"),
+        message(3, USER, "answer my mail"),
+        message(4, USER, &refused),
+        message(5, USER, &format!("here it is: {token}")),
+        message(6, USER, "lin@example.com"),
+        callback(7, USER, "tier:starter"),
+        callback(8, USER, "confirm:yes"),
+    ];
+    let expected = [1, 2, 3, 4, 5, 6, 7, 9];
+    for (update, n) in steps.iter().zip(expected) {
+        send(&p, &secret, update.clone()).await;
+        api.wait_texts(USER, n).await;
+        if n == 6 {
+            wait_button(&api, USER, "tier:starter").await;
+        }
+        if n == 7 {
+            wait_button(&api, USER, "confirm:yes").await;
+        }
+    }
+    let texts = api.texts_to(USER);
+    assert!(texts[8].contains("say hi to @agent_bot"), "{texts:?}");
+    // A token pasted in a group, and a forged post with a wrong secret.
+    send(
+        &p,
+        &secret,
+        group_message(9, -1002, USER, &format!("oops {leaked}")),
+    )
+    .await;
+    api.wait_texts(-1002, 1).await;
+    let wrong = format!("{secret}x");
+    assert_eq!(
+        post_update(&p.http, &p.base, Some(&wrong), &message(10, USER, &token)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("platform bot: webhook registered"),
+        "the api's logs were captured ({} bytes)",
+        logs.len()
+    );
+    let secret_of = |t: &str| t.split(':').nth(1).unwrap().to_owned();
+    for (what, needle) in [
+        ("the platform bot's token", secret_of(&platform_token)),
+        ("the customer's token", secret_of(&token)),
+        ("a token Telegram refused", secret_of(&refused)),
+        ("a token pasted in a group", secret_of(&leaked)),
+        ("the webhook secret", secret.clone()),
+    ] {
+        assert!(!logs.contains(&needle), "{what} is in the logs");
+    }
+    // Nor in the outbox's stored calls (nor the other tables), in plaintext.
+    let store = p.store().await;
+    for sql in [
+        "SELECT payload AS t FROM bot_outbox",
+        "SELECT input AS t FROM bot_updates",
+        "SELECT state AS t FROM bot_chats",
+    ] {
+        let rows = sqlx::query(sql).fetch_all(store.pool()).await.unwrap();
+        assert!(!rows.is_empty(), "{sql} holds rows");
+        for row in rows {
+            let text: String = sqlx::Row::get(&row, "t");
+            for t in [&token, &refused, &leaked, &platform_token] {
+                assert!(!text.contains(&secret_of(t)), "{sql}: {text}");
+            }
+        }
+    }
+    p.finish().await;
+}
