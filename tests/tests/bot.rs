@@ -444,3 +444,92 @@ async fn tokens_never_reach_the_logs_or_the_outbox() {
     }
     p.finish().await;
 }
+
+/// Two replicas' notifiers (and a conversation) race to queue the same "live" notice on one
+/// database: the notice key is inserted once, in the transaction that queues the message, so
+/// exactly one message is stored whoever wins.
+async fn the_live_notice_is_queued_once_in_a_race(backend: Backend) {
+    use api::bot::conversation::Chat;
+    use api::bot::db::{BotDb, OutMsg};
+    use api::bot::update::{Input, Kind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = e2e::database_url(backend, dir.path()).await else {
+        return;
+    };
+    let sqlite = url.starts_with("sqlite:");
+    // Two replicas: two connection pools (two write queues on SQLite) on one database.
+    let one = BotDb::new(api::store::Store::connect(&url, 4).await.unwrap(), sqlite);
+    let two = BotDb::new(api::store::Store::connect(&url, 4).await.unwrap(), sqlite);
+    let message = |id: String, chat: i64, once: Option<String>| OutMsg {
+        id,
+        chat_id: chat,
+        method: "sendMessage".into(),
+        payload: serde_json::json!({"chat_id": chat, "text": "your agent is live"}),
+        once,
+    };
+    let rounds = 40;
+    for i in 0..rounds {
+        let chat = 7_000 + i;
+        let key = api::bot::live_key(&format!("tenant-{i}"), &format!("uid-{i}"));
+        let notice = |db: &BotDb| {
+            let (db, key) = (db.clone(), key.clone());
+            async move {
+                db.notice(&key, &[message(format!("n-{key}"), chat, None)], 1)
+                    .await
+                    .unwrap()
+            }
+        };
+        if i % 2 == 0 {
+            // Two notifiers.
+            let (a, b) = tokio::join!(notice(&one), notice(&two));
+            assert!(a ^ b, "round {i}: exactly one notifier queues the notice");
+        } else {
+            // A notifier and the conversation's own "live" reply under the same key.
+            let input = Input {
+                update_id: 100 + i,
+                chat_id: chat,
+                user_id: chat,
+                private: true,
+                first_name: "Ada".into(),
+                language_code: None,
+                kind: Kind::Command {
+                    name: "start".into(),
+                    arg: String::new(),
+                },
+            };
+            assert!(one
+                .lease_chat(chat, "replica-1", 1, i64::MAX)
+                .await
+                .unwrap());
+            let replies = [message(format!("u{i}-001"), chat, Some(key.clone()))];
+            let state = Chat::default();
+            let (done, _) = tokio::join!(
+                one.finish_update("replica-1", &input, &state, &replies, 1),
+                notice(&two)
+            );
+            assert!(done.unwrap());
+        }
+    }
+    let rows = sqlx::query("SELECT chat_id FROM bot_outbox")
+        .fetch_all(one.store().pool())
+        .await
+        .unwrap();
+    let mut chats: Vec<i64> = rows.iter().map(|r| sqlx::Row::get(r, "chat_id")).collect();
+    chats.sort();
+    let expected: Vec<i64> = (0..rounds).map(|i| 7_000 + i).collect();
+    assert_eq!(chats, expected, "one live message per tenant, never two");
+    if !sqlite {
+        e2e::drop_postgres(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_live_notice_is_queued_once_in_a_race_on_sqlite() {
+    the_live_notice_is_queued_once_in_a_race(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_live_notice_is_queued_once_in_a_race_on_postgres() {
+    the_live_notice_is_queued_once_in_a_race(Backend::Postgres).await;
+}

@@ -21,6 +21,10 @@ pub struct OutMsg {
     pub method: String,
     pub payload: Value,
 }
+    /// A notice key this call is queued under at most once, shared with the notifier (the
+    /// "live" message): the key's row and the call are stored in one transaction, and the call
+    /// is dropped when the key was stored before. Not kept in the outbox.
+    pub once: Option<String>,
 
 /// The bot's view of the database.
 #[derive(Clone)]
@@ -188,7 +192,8 @@ impl BotDb {
     }
 
     /// In one transaction: the chat's next state, the replies, and the update marked done.
-    /// False (and nothing written) when this replica no longer holds the chat's lease.
+    /// False (and nothing written) when this replica no longer holds the chat's lease. A reply
+    /// with a notice key ([`OutMsg::once`]) is stored only when the key is new.
     pub async fn finish_update(
         &self,
         owner: &str,
@@ -234,14 +239,7 @@ impl BotDb {
     ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
         let mut tx = self.store.begin_write().await?;
-        let first = sqlx::query(
-            "INSERT INTO bot_notices (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if first.rows_affected() != 1 {
+        if !claim_notice(&mut tx, key, now).await? {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -290,6 +288,7 @@ impl BotDb {
                 payload: serde_json::from_str(&payload)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?,
             },
+                once: None,
             attempts,
         )))
     }
@@ -401,3 +400,25 @@ async fn insert_message(
     .await?;
     Ok(())
 }
+/// Claims notice `key` inside `tx`; false when it was claimed before (by this or another
+/// replica: the key is the table's primary key, so of two racing transactions one inserts it).
+async fn claim_notice(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let first = sqlx::query(
+        "INSERT INTO bot_notices (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(first.rows_affected() == 1)
+}
+
+    if let Some(key) = &message.once {
+        if !claim_notice(tx, key, now).await? {
+            return Ok(());
+        }
+    }

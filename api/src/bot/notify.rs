@@ -177,12 +177,14 @@ impl Bot {
         let reply = Reply {
             text: text(lang_of(&chat, None), &msg),
             buttons: Vec::new(),
+            once: None,
         };
         let message = OutMsg {
             id: format!("n-{key}"),
             chat_id: telegram_id,
             method: "sendMessage".into(),
             payload: send_message(telegram_id, &reply),
+            once: None,
         };
         let queued = self.db.notice(key, &[message], now_ms()).await?;
         if queued {

@@ -137,6 +137,7 @@ impl Bot {
                 chat_id: input.chat_id,
                 method: "answerCallbackQuery".into(),
                 payload: json!({"callback_query_id": id}),
+                once: None,
             });
         }
         for (i, reply) in replies.iter().enumerate() {
@@ -145,6 +146,7 @@ impl Bot {
                 chat_id: input.chat_id,
                 method: "sendMessage".into(),
                 payload: send_message(input.chat_id, reply),
+                once: reply.once.clone(),
             });
         }
         Ok((outcome.chat, messages))
@@ -349,8 +351,13 @@ impl Bot {
         if let Some(stored) = self.state.store.idempotent_response(&scope, &key).await? {
             let body: Value = serde_json::from_str(&stored.body).unwrap_or(Value::Null);
             return Ok(if (200..300).contains(&stored.status) {
+                let live_notice = match body["tenant"].as_str() {
+                    Some(name) => self.live_notice(name).await?,
+                    None => None,
+                };
                 ActionResult::Provisioned {
                     pushed: body["pushed"] == true,
+                    live_notice,
                 }
             } else {
                 ActionResult::Failed {
@@ -410,18 +417,24 @@ impl Bot {
         )
         .await;
         Ok(match answer_of(answer).await {
-            Ok(body) => {
-                // The conversation says it is live: the notifier need not say it again.
-                if let Some(row) = self.state.store.tenant(&name).await? {
-                    let key = super::live_key(&name, row.uid.as_deref().unwrap_or_default());
-                    self.db.notice(&key, &[], now_ms()).await?;
-                }
-                ActionResult::Provisioned {
-                    pushed: body["pushed"] == true,
-                }
-            }
+            // The conversation's "live" message goes under the notice's key: whichever of it
+            // and the notifier's notice is stored first is sent, the other never.
+            Ok(body) => ActionResult::Provisioned {
+                pushed: body["pushed"] == true,
+                live_notice: self.live_notice(&name).await?,
+            },
             Err(reason) => ActionResult::Failed { reason },
         })
+    }
+
+    /// The key of the "live" notice of tenant `name`'s current incarnation.
+    async fn live_notice(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .state
+            .store
+            .tenant(name)
+            .await?
+            .map(|row| super::live_key(name, row.uid.as_deref().unwrap_or_default())))
     }
 
     /// A tenant name for the agent's bot: its username as a DNS label, with a suffix derived from
