@@ -533,3 +533,137 @@ async fn the_live_notice_is_queued_once_in_a_race_on_sqlite() {
 async fn the_live_notice_is_queued_once_in_a_race_on_postgres() {
     the_live_notice_is_queued_once_in_a_race(Backend::Postgres).await;
 }
+
+/// Texts to `chat` that contain `needle`, waiting until there are `n` of them.
+async fn wait_text_with(api: &BotApiStandIn, chat: i64, needle: &str, n: usize) -> Vec<String> {
+    for _ in 0..400 {
+        let found: Vec<String> = api
+            .texts_to(chat)
+            .into_iter()
+            .filter(|t| t.contains(needle))
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "chat {chat} has no {n} messages with {needle:?}: {:?}",
+        api.texts_to(chat)
+    );
+}
+
+/// The owner (Telegram id 4242 in `Platform::provision_body`) hears that an admin suspended and
+/// reactivated the agent, and by whom; their own pause and resume are not announced.
+#[tokio::test]
+async fn owners_hear_who_suspended_and_who_reactivated() {
+    let Some((p, api, _secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    const OWNER: i64 = 4242;
+    let (status, body, _) = p.provision("told-bot").await;
+    assert!(status.is_success(), "{body}");
+    wait_text_with(&api, OWNER, "told-bot is live", 1).await;
+    let (status, body) = p
+        .call(
+            reqwest::Method::POST,
+            "/v1/tenants/told-bot/suspend",
+            Some(serde_json::json!({"reason": "abuse report"})),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let suspended = wait_text_with(&api, OWNER, "was suspended by", 1).await;
+    assert!(
+        suspended[0].contains("by the platform's support team"),
+        "{suspended:?}"
+    );
+    let (status, body) = p
+        .call(
+            reqwest::Method::POST,
+            "/v1/tenants/told-bot/reactivate",
+            Some(serde_json::json!({"reason": "cleared"})),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let reactivated = wait_text_with(&api, OWNER, "active again", 1).await;
+    assert!(
+        reactivated[0].contains("reactivated by the platform's support team"),
+        "{reactivated:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let texts = api.texts_to(OWNER);
+    assert_eq!(
+        texts.len(),
+        3,
+        "live, suspended, reactivated, once each: {texts:?}"
+    );
+    p.finish().await;
+}
+
+/// An SRE adds a connection to a tenant's spec and later removes it (commits on the state repo,
+/// rendered by the compiler as CI requires): the owner hears of each change once.
+#[tokio::test]
+async fn owners_hear_of_connections_added_and_removed() {
+    let Some((p, api, _secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    const OWNER: i64 = 4242;
+    let (status, body, _) = p.provision("linked-bot").await;
+    assert!(status.is_success(), "{body}");
+    wait_text_with(&api, OWNER, "linked-bot is live", 1).await;
+
+    let work = p.dir.path().join("sre-work");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q"])
+        .arg(p.remote_path())
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let compiler = e2e::workspace_binary("compiler", "openclaw-compiler");
+    let spec_path = work.join(compiler::layout::spec_path("linked-bot"));
+    let original = std::fs::read_to_string(&spec_path).unwrap();
+    assert!(!original.contains("connections:"), "{original}");
+    let commit = |text: &str, message: &str| {
+        std::fs::write(&spec_path, text).unwrap();
+        let built = std::process::Command::new(&compiler)
+            .arg("--repo")
+            .arg(&work)
+            .arg("build")
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{built:?}");
+        for args in [
+            &["add", "-A"][..],
+            &["commit", "-qm", message][..],
+            &["push", "-q", "origin", "HEAD:main"][..],
+        ] {
+            let out = e2e::sre_git(&work, args);
+            assert!(out.status.success(), "{out:?}");
+        }
+    };
+    let connected = original.replacen(
+        "\n  proxyToken:",
+        "\n  connections:\n  - provider: github\n    connectionId: 0b6c3a9e-1f2d-4c5b-8a7e-112233445566\n  proxyToken:",
+        1,
+    );
+    assert_ne!(
+        connected, original,
+        "the spec has a proxyToken line: {original}"
+    );
+    commit(&connected, "connect linked-bot to GitHub");
+    let added = wait_text_with(&api, OWNER, "connected to GitHub", 1).await;
+    assert!(
+        added[0].contains("linked-bot is now connected to GitHub"),
+        "{added:?}"
+    );
+
+    commit(&original, "disconnect linked-bot from GitHub");
+    wait_text_with(&api, OWNER, "no longer connected to GitHub", 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let texts = api.texts_to(OWNER);
+    assert_eq!(texts.len(), 3, "live, added, removed, once each: {texts:?}");
+    p.finish().await;
+}

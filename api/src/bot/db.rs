@@ -1,7 +1,8 @@
-//! The platform bot's tables (migration `20261206090000_platform_bot.sql`): received updates,
-//! conversation state with a per-chat lease, the outbox of Bot API calls, and the notices already
-//! queued. Portable SQL through [`Store`]; this module knows nothing of Telegram's formats beyond
-//! the JSON it is handed.
+//! The platform bot's tables (migrations `20261206090000_platform_bot.sql` and
+//! `20261206100000_platform_bot_connections.sql`): received updates, conversation state with a
+//! per-chat lease, the outbox of Bot API calls, the notices already queued and what the notifier
+//! last told owners. Portable SQL through [`Store`]; this module knows nothing of Telegram's
+//! formats beyond the JSON it is handed.
 
 use std::sync::Arc;
 
@@ -20,11 +21,11 @@ pub struct OutMsg {
     pub chat_id: i64,
     pub method: String,
     pub payload: Value,
-}
     /// A notice key this call is queued under at most once, shared with the notifier (the
     /// "live" message): the key's row and the call are stored in one transaction, and the call
     /// is dropped when the key was stored before. Not kept in the outbox.
     pub once: Option<String>,
+}
 
 /// The bot's view of the database.
 #[derive(Clone)]
@@ -287,8 +288,8 @@ impl BotDb {
                 method: row.try_get("method")?,
                 payload: serde_json::from_str(&payload)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?,
-            },
                 once: None,
+            },
             attempts,
         )))
     }
@@ -366,6 +367,69 @@ impl BotDb {
         Ok(())
     }
 
+    /// The providers of `tenant`'s connections the notifier last told its owner about.
+    pub async fn told_connections(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT providers FROM bot_tenant_connections WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_optional(self.store.pool())
+            .await?;
+        row.map(|r| {
+            r.try_get::<String, _>("providers")
+                .map_err(StoreError::from)
+        })
+        .transpose()
+    }
+
+    /// Moves `tenant`'s told providers from `before` to `after` and queues `messages`, in one
+    /// transaction; false (nothing queued) when the row no longer holds `before`: another
+    /// replica or round told this change already. `before` None records a first sight, which
+    /// queues nothing.
+    pub async fn connections_changed(
+        &self,
+        tenant: &str,
+        before: Option<&str>,
+        after: &str,
+        messages: &[OutMsg],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.store.begin_write().await?;
+        let moved = match before {
+            None => sqlx::query(
+                "INSERT INTO bot_tenant_connections (tenant, providers, updated_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (tenant) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(after)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            Some(before) => sqlx::query(
+                "UPDATE bot_tenant_connections SET providers = $1, updated_at = $2 \
+                 WHERE tenant = $3 AND providers = $4",
+            )
+            .bind(after)
+            .bind(now)
+            .bind(tenant)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if before.is_some() {
+            for message in messages {
+                insert_message(&mut tx, message, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Drops processed updates and sent calls older than `before` (Telegram redelivers an update
     /// for at most a day).
     pub async fn prune(&self, before: i64) -> Result<(), StoreError> {
@@ -382,24 +446,6 @@ impl BotDb {
     }
 }
 
-async fn insert_message(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    message: &OutMsg,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO bot_outbox (id, chat_id, method, payload, created_at, not_before, attempts, lease_owner, lease_until, sent_at, failed) \
-         VALUES ($1, $2, $3, $4, $5, $5, 0, NULL, 0, NULL, NULL) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&message.id)
-    .bind(message.chat_id)
-    .bind(&message.method)
-    .bind(message.payload.to_string())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
 /// Claims notice `key` inside `tx`; false when it was claimed before (by this or another
 /// replica: the key is the table's primary key, so of two racing transactions one inserts it).
 async fn claim_notice(
@@ -417,8 +463,26 @@ async fn claim_notice(
     Ok(first.rows_affected() == 1)
 }
 
+async fn insert_message(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    message: &OutMsg,
+    now: i64,
+) -> Result<(), StoreError> {
     if let Some(key) = &message.once {
         if !claim_notice(tx, key, now).await? {
             return Ok(());
         }
     }
+    sqlx::query(
+        "INSERT INTO bot_outbox (id, chat_id, method, payload, created_at, not_before, attempts, lease_owner, lease_until, sent_at, failed) \
+         VALUES ($1, $2, $3, $4, $5, $5, 0, NULL, 0, NULL, NULL) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&message.id)
+    .bind(message.chat_id)
+    .bind(&message.method)
+    .bind(message.payload.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
