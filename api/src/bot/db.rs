@@ -4,6 +4,7 @@
 //! last told owners. Portable SQL through [`Store`]; this module knows nothing of Telegram's
 //! formats beyond the JSON it is handed.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -11,6 +12,7 @@ use sqlx::Row;
 
 use super::conversation::Chat;
 use super::update::Input;
+use crate::placeholders::{self, Style};
 use crate::store::{Store, StoreError};
 
 /// A Bot API call waiting in the outbox.
@@ -83,33 +85,52 @@ impl BotDb {
         &self.store
     }
 
-    /// Records updates in one transaction (the webhook's group commit, [`super::intake`]); per
-    /// update, false when it was recorded before (a second delivery, also within the batch).
+    /// Records updates in one statement, so one transaction and one round trip (the webhook's
+    /// group commit, [`super::intake`]); per update, false when it was recorded before (a second
+    /// delivery, also within the batch).
     pub async fn insert_updates(
         &self,
         inputs: &[&Input],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.store.begin_write().await?;
-        let mut fresh = Vec::with_capacity(inputs.len());
-        for input in inputs {
+        // The first copy of each update in the batch; later copies are second deliveries.
+        let mut distinct = HashSet::new();
+        let firsts: Vec<&Input> = inputs
+            .iter()
+            .copied()
+            .filter(|i| distinct.insert(i.update_id))
+            .collect();
+        if firsts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let style = if self.sqlite_writer.is_some() {
+            Style::Anonymous
+        } else {
+            Style::Numbered
+        };
+        let mut sql = String::from(
+            "INSERT INTO bot_updates (update_id, chat_id, input, received_at) VALUES ",
+        );
+        placeholders::rows(&mut sql, style, firsts.len(), 4);
+        sql.push_str(" ON CONFLICT (update_id) DO NOTHING RETURNING update_id");
+        let mut query = sqlx::query(&sql);
+        for input in &firsts {
             let json =
                 serde_json::to_string(input).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let done = sqlx::query(
-                "INSERT INTO bot_updates (update_id, chat_id, input, received_at, done_at) \
-                 VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (update_id) DO NOTHING",
-            )
-            .bind(input.update_id)
-            .bind(input.chat_id)
-            .bind(json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            fresh.push(done.rows_affected() == 1);
+            query = query
+                .bind(input.update_id)
+                .bind(input.chat_id)
+                .bind(json)
+                .bind(now);
         }
-        tx.commit().await?;
-        Ok(fresh)
+        let _turn = self.write_turn().await;
+        let rows = query.fetch_all(self.store.pool()).await?;
+        let mut stored = HashSet::new();
+        for row in &rows {
+            stored.insert(row.try_get::<i64, _>("update_id")?);
+        }
+        // Each stored update is new for its first copy only.
+        Ok(inputs.iter().map(|i| stored.remove(&i.update_id)).collect())
     }
 
     /// Chats with updates not processed yet, oldest first.

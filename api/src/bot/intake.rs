@@ -1,5 +1,5 @@
 //! Group commit of the webhook's updates: one task owns the webhook's connection and stores
-//! every update that arrived while its previous transaction committed, in one transaction,
+//! every update that arrived while its previous statement committed, in one statement,
 //! then answers each waiting request. An update is acknowledged only after the transaction that
 //! holds it committed; a batch costs one commit (one WAL flush) however many updates it holds,
 //! so the acknowledgement's latency stays near one commit's at any rate the disk can absorb.
