@@ -667,3 +667,51 @@ async fn owners_hear_of_connections_added_and_removed() {
     assert_eq!(texts.len(), 3, "live, added, removed, once each: {texts:?}");
     p.finish().await;
 }
+
+/// The webhook's group commit: a batch is one statement; an update delivered twice within a batch
+/// or across batches is stored once and answered as a duplicate after the first.
+async fn a_batch_stores_each_update_once(backend: Backend) {
+    use api::bot::db::BotDb;
+    use api::bot::update::{Input, Kind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = e2e::database_url(backend, dir.path()).await else {
+        return;
+    };
+    let db = BotDb::new(
+        api::store::Store::connect(&url, 2).await.unwrap(),
+        url.starts_with("sqlite:"),
+    );
+    let input = |update_id: i64| Input {
+        update_id,
+        chat_id: 9,
+        user_id: 9,
+        private: true,
+        first_name: "Ada".into(),
+        language_code: None,
+        kind: Kind::Command {
+            name: "help".into(),
+            arg: String::new(),
+        },
+    };
+    let (a, b, c) = (input(1), input(2), input(3));
+    let fresh = db.insert_updates(&[&a, &b, &a, &a], 1).await.unwrap();
+    assert_eq!(fresh, [true, true, false, false]);
+    let fresh = db.insert_updates(&[&b, &c, &c], 2).await.unwrap();
+    assert_eq!(fresh, [false, true, false]);
+    let pending = db.pending_updates(9).await.unwrap();
+    assert_eq!(pending, [a, b, c], "each stored once, in order");
+    if !url.starts_with("sqlite:") {
+        e2e::drop_postgres(&url).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_stores_each_update_once_on_sqlite() {
+    a_batch_stores_each_update_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_batch_stores_each_update_once_on_postgres() {
+    a_batch_stores_each_update_once(Backend::Postgres).await;
+}
