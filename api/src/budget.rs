@@ -58,6 +58,8 @@ pub fn access_of(entry: compiler::tenant_table::TableEntry) -> Access {
 pub struct HeadTenant {
     pub budget: u64,
     pub access: Access,
+    /// The providers of the tenant's connections (the platform bot's notices; not in the feed).
+    pub providers: Vec<contracts::provider::Provider>,
 }
 
 /// One published answer.
@@ -175,6 +177,7 @@ fn parse_shard(path: &str, bytes: &[u8]) -> Result<Vec<(String, HeadTenant)>, St
         entries.extend(table.tenants.into_iter().map(|t| {
             let head = HeadTenant {
                 budget: t.limits.monthly_token_budget,
+                providers: t.connections.iter().map(|c| c.provider).collect(),
                 access: access_of(t.clone()),
             };
             (t.name, head)
@@ -253,6 +256,7 @@ mod tests {
     fn the_body_is_the_documented_shape() {
         let head = |budget, state: &str, token: &str| HeadTenant {
             budget,
+            providers: Vec::new(),
             access: Access {
                 state: serde_json::from_value(serde_json::json!(state)).unwrap(),
                 token_sha256: token.repeat(64),

@@ -542,6 +542,27 @@ impl Store {
             .collect()
     }
 
+    /// The last suspension or reactivation of `tenant` the api made (its outbox row, kept after
+    /// the push): who made a state change is read from the recorded change, never from a commit
+    /// message. None when the api made none (a change by hand in the state repo).
+    pub async fn last_state_change(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<crate::lifecycle::Change>, StoreError> {
+        let row = sqlx::query(
+            "SELECT change_json FROM outbox WHERE tenant = $1 \
+             AND action IN ('suspend', 'reactivate') ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let json: String = row.try_get("change_json")?;
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| StoreError::Invalid(format!("outbox change of {tenant}: {e}")))
+    }
+
     /// Counts outbox rows per state, for metrics and tests.
     pub async fn outbox_counts(&self) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(

@@ -511,6 +511,45 @@ pub async fn by_model(
         .collect()
 }
 
+/// A tenant's usage in one month: per model, the total, and the budget it counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthUsage {
+    /// Every model used in the month, by name.
+    pub models: Vec<(String, Totals)>,
+    pub total: Totals,
+    /// The monthly budget of the tenant's tier as the budget feed has it: only for the month in
+    /// progress of the live incarnation (a destroyed tenant's history has none).
+    pub budget: Option<u64>,
+}
+
+/// Sums `period`'s usage of the incarnation whose ledger key is `ledger_key` (tenant `name`,
+/// `live` when it is the tenant's current incarnation) and reads its budget from `feed`. The
+/// usage endpoint and the platform bot's `/usage` both read it here.
+pub async fn month_usage(
+    pool: &AnyPool,
+    feed: &BudgetFeed,
+    ledger_key: &str,
+    name: &str,
+    live: bool,
+    period: Period,
+) -> Result<MonthUsage, sqlx::Error> {
+    let models = by_model(pool, ledger_key, period).await?;
+    let mut total = Totals::default();
+    for (_, t) in &models {
+        total.add(t);
+    }
+    let budget = if live && period == Period::of(OffsetDateTime::now_utc()) {
+        feed.budget_of(name)
+    } else {
+        None
+    };
+    Ok(MonthUsage {
+        models,
+        total,
+        budget,
+    })
+}
+
 /// A tenant's usage per period, newest first.
 pub async fn periods(pool: &AnyPool, tenant: &str) -> Result<Vec<(String, Totals)>, sqlx::Error> {
     let rows = sqlx::query(&format!(

@@ -331,3 +331,387 @@ async fn two_api_processes_share_one_conversation() {
     other.shutdown().await.unwrap();
     p.finish().await;
 }
+
+/// Everything the process logged (every level, every module), for the test that looks for
+/// tokens in it. Installed once for this test binary by [`capture_logs`].
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line of the process, at trace level, into [`LOGS`].
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_ansi(false)
+            .with_writer(|| LogSink)
+            .init();
+    });
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs_or_the_outbox() {
+    capture_logs();
+    let Some((p, api, secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    let platform_token = api.token.clone();
+    let token = bot_token(91);
+    p.accept_token(&token);
+    let refused = bot_token(92);
+    let leaked = bot_token(93);
+    p.accept_token(&leaked);
+    let steps = [
+        message(1, USER, "/start"),
+        callback(2, USER, "lang:en"),
+        message(3, USER, "answer my mail"),
+        message(4, USER, &refused),
+        message(5, USER, &format!("here it is: {token}")),
+        message(6, USER, "lin@example.com"),
+        callback(7, USER, "tier:starter"),
+        callback(8, USER, "confirm:yes"),
+    ];
+    let expected = [1, 2, 3, 4, 5, 6, 7, 9];
+    for (update, n) in steps.iter().zip(expected) {
+        send(&p, &secret, update.clone()).await;
+        api.wait_texts(USER, n).await;
+        if n == 6 {
+            wait_button(&api, USER, "tier:starter").await;
+        }
+        if n == 7 {
+            wait_button(&api, USER, "confirm:yes").await;
+        }
+    }
+    let texts = api.texts_to(USER);
+    assert!(texts[8].contains("say hi to @agent_bot"), "{texts:?}");
+    // A token pasted in a group, and a forged post with a wrong secret.
+    send(
+        &p,
+        &secret,
+        group_message(9, -1002, USER, &format!("oops {leaked}")),
+    )
+    .await;
+    api.wait_texts(-1002, 1).await;
+    let wrong = format!("{secret}x");
+    assert_eq!(
+        post_update(&p.http, &p.base, Some(&wrong), &message(10, USER, &token)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("platform bot: webhook registered"),
+        "the api's logs were captured ({} bytes)",
+        logs.len()
+    );
+    let secret_of = |t: &str| t.split(':').nth(1).unwrap().to_owned();
+    for (what, needle) in [
+        ("the platform bot's token", secret_of(&platform_token)),
+        ("the customer's token", secret_of(&token)),
+        ("a token Telegram refused", secret_of(&refused)),
+        ("a token pasted in a group", secret_of(&leaked)),
+        ("the webhook secret", secret.clone()),
+    ] {
+        assert!(!logs.contains(&needle), "{what} is in the logs");
+    }
+    // Nor in the outbox's stored calls (nor the other tables), in plaintext.
+    let store = p.store().await;
+    for sql in [
+        "SELECT payload AS t FROM bot_outbox",
+        "SELECT input AS t FROM bot_updates",
+        "SELECT state AS t FROM bot_chats",
+    ] {
+        let rows = sqlx::query(sql).fetch_all(store.pool()).await.unwrap();
+        assert!(!rows.is_empty(), "{sql} holds rows");
+        for row in rows {
+            let text: String = sqlx::Row::get(&row, "t");
+            for t in [&token, &refused, &leaked, &platform_token] {
+                assert!(!text.contains(&secret_of(t)), "{sql}: {text}");
+            }
+        }
+    }
+    p.finish().await;
+}
+
+/// Two replicas' notifiers (and a conversation) race to queue the same "live" notice on one
+/// database: the notice key is inserted once, in the transaction that queues the message, so
+/// exactly one message is stored whoever wins.
+async fn the_live_notice_is_queued_once_in_a_race(backend: Backend) {
+    use api::bot::conversation::Chat;
+    use api::bot::db::{BotDb, OutMsg};
+    use api::bot::update::{Input, Kind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = e2e::database_url(backend, dir.path()).await else {
+        return;
+    };
+    let sqlite = url.starts_with("sqlite:");
+    // Two replicas: two connection pools (two write queues on SQLite) on one database.
+    let one = BotDb::new(api::store::Store::connect(&url, 4).await.unwrap(), sqlite);
+    let two = BotDb::new(api::store::Store::connect(&url, 4).await.unwrap(), sqlite);
+    let message = |id: String, chat: i64, once: Option<String>| OutMsg {
+        id,
+        chat_id: chat,
+        method: "sendMessage".into(),
+        payload: serde_json::json!({"chat_id": chat, "text": "your agent is live"}),
+        once,
+    };
+    let rounds = 40;
+    for i in 0..rounds {
+        let chat = 7_000 + i;
+        let key = api::bot::live_key(&format!("tenant-{i}"), &format!("uid-{i}"));
+        let notice = |db: &BotDb| {
+            let (db, key) = (db.clone(), key.clone());
+            async move {
+                db.notice(&key, &[message(format!("n-{key}"), chat, None)], 1)
+                    .await
+                    .unwrap()
+            }
+        };
+        if i % 2 == 0 {
+            // Two notifiers.
+            let (a, b) = tokio::join!(notice(&one), notice(&two));
+            assert!(a ^ b, "round {i}: exactly one notifier queues the notice");
+        } else {
+            // A notifier and the conversation's own "live" reply under the same key.
+            let input = Input {
+                update_id: 100 + i,
+                chat_id: chat,
+                user_id: chat,
+                private: true,
+                first_name: "Ada".into(),
+                language_code: None,
+                kind: Kind::Command {
+                    name: "start".into(),
+                    arg: String::new(),
+                },
+            };
+            assert!(one
+                .lease_chat(chat, "replica-1", 1, i64::MAX)
+                .await
+                .unwrap());
+            let replies = [message(format!("u{i}-001"), chat, Some(key.clone()))];
+            let state = Chat::default();
+            let (done, _) = tokio::join!(
+                one.finish_update("replica-1", &input, &state, &replies, 1),
+                notice(&two)
+            );
+            assert!(done.unwrap());
+        }
+    }
+    let rows = sqlx::query("SELECT chat_id FROM bot_outbox")
+        .fetch_all(one.store().pool())
+        .await
+        .unwrap();
+    let mut chats: Vec<i64> = rows.iter().map(|r| sqlx::Row::get(r, "chat_id")).collect();
+    chats.sort();
+    let expected: Vec<i64> = (0..rounds).map(|i| 7_000 + i).collect();
+    assert_eq!(chats, expected, "one live message per tenant, never two");
+    if !sqlite {
+        e2e::drop_postgres(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_live_notice_is_queued_once_in_a_race_on_sqlite() {
+    the_live_notice_is_queued_once_in_a_race(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_live_notice_is_queued_once_in_a_race_on_postgres() {
+    the_live_notice_is_queued_once_in_a_race(Backend::Postgres).await;
+}
+
+/// Texts to `chat` that contain `needle`, waiting until there are `n` of them.
+async fn wait_text_with(api: &BotApiStandIn, chat: i64, needle: &str, n: usize) -> Vec<String> {
+    for _ in 0..400 {
+        let found: Vec<String> = api
+            .texts_to(chat)
+            .into_iter()
+            .filter(|t| t.contains(needle))
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "chat {chat} has no {n} messages with {needle:?}: {:?}",
+        api.texts_to(chat)
+    );
+}
+
+/// The owner (Telegram id 4242 in `Platform::provision_body`) hears that an admin suspended and
+/// reactivated the agent, and by whom; their own pause and resume are not announced.
+#[tokio::test]
+async fn owners_hear_who_suspended_and_who_reactivated() {
+    let Some((p, api, _secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    const OWNER: i64 = 4242;
+    let (status, body, _) = p.provision("told-bot").await;
+    assert!(status.is_success(), "{body}");
+    wait_text_with(&api, OWNER, "told-bot is live", 1).await;
+    let (status, body) = p
+        .call(
+            reqwest::Method::POST,
+            "/v1/tenants/told-bot/suspend",
+            Some(serde_json::json!({"reason": "abuse report"})),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let suspended = wait_text_with(&api, OWNER, "was suspended by", 1).await;
+    assert!(
+        suspended[0].contains("by the platform's support team"),
+        "{suspended:?}"
+    );
+    let (status, body) = p
+        .call(
+            reqwest::Method::POST,
+            "/v1/tenants/told-bot/reactivate",
+            Some(serde_json::json!({"reason": "cleared"})),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let reactivated = wait_text_with(&api, OWNER, "active again", 1).await;
+    assert!(
+        reactivated[0].contains("reactivated by the platform's support team"),
+        "{reactivated:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let texts = api.texts_to(OWNER);
+    assert_eq!(
+        texts.len(),
+        3,
+        "live, suspended, reactivated, once each: {texts:?}"
+    );
+    p.finish().await;
+}
+
+/// An SRE adds a connection to a tenant's spec and later removes it (commits on the state repo,
+/// rendered by the compiler as CI requires): the owner hears of each change once.
+#[tokio::test]
+async fn owners_hear_of_connections_added_and_removed() {
+    let Some((p, api, _secret)) = with_bot(Backend::Sqlite).await else {
+        return;
+    };
+    const OWNER: i64 = 4242;
+    let (status, body, _) = p.provision("linked-bot").await;
+    assert!(status.is_success(), "{body}");
+    wait_text_with(&api, OWNER, "linked-bot is live", 1).await;
+
+    let work = p.dir.path().join("sre-work");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q"])
+        .arg(p.remote_path())
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let compiler = e2e::workspace_binary("compiler", "openclaw-compiler");
+    let spec_path = work.join(compiler::layout::spec_path("linked-bot"));
+    let original = std::fs::read_to_string(&spec_path).unwrap();
+    assert!(!original.contains("connections:"), "{original}");
+    let commit = |text: &str, message: &str| {
+        std::fs::write(&spec_path, text).unwrap();
+        let built = std::process::Command::new(&compiler)
+            .arg("--repo")
+            .arg(&work)
+            .arg("build")
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{built:?}");
+        for args in [
+            &["add", "-A"][..],
+            &["commit", "-qm", message][..],
+            &["push", "-q", "origin", "HEAD:main"][..],
+        ] {
+            let out = e2e::sre_git(&work, args);
+            assert!(out.status.success(), "{out:?}");
+        }
+    };
+    let connected = original.replacen(
+        "\n  proxyToken:",
+        "\n  connections:\n  - provider: github\n    connectionId: 0b6c3a9e-1f2d-4c5b-8a7e-112233445566\n  proxyToken:",
+        1,
+    );
+    assert_ne!(
+        connected, original,
+        "the spec has a proxyToken line: {original}"
+    );
+    commit(&connected, "connect linked-bot to GitHub");
+    let added = wait_text_with(&api, OWNER, "connected to GitHub", 1).await;
+    assert!(
+        added[0].contains("linked-bot is now connected to GitHub"),
+        "{added:?}"
+    );
+
+    commit(&original, "disconnect linked-bot from GitHub");
+    wait_text_with(&api, OWNER, "no longer connected to GitHub", 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let texts = api.texts_to(OWNER);
+    assert_eq!(texts.len(), 3, "live, added, removed, once each: {texts:?}");
+    p.finish().await;
+}
+
+/// The webhook's group commit: a batch is one statement; an update delivered twice within a batch
+/// or across batches is stored once and answered as a duplicate after the first.
+async fn a_batch_stores_each_update_once(backend: Backend) {
+    use api::bot::db::BotDb;
+    use api::bot::update::{Input, Kind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = e2e::database_url(backend, dir.path()).await else {
+        return;
+    };
+    let db = BotDb::new(
+        api::store::Store::connect(&url, 2).await.unwrap(),
+        url.starts_with("sqlite:"),
+    );
+    let input = |update_id: i64| Input {
+        update_id,
+        chat_id: 9,
+        user_id: 9,
+        private: true,
+        first_name: "Ada".into(),
+        language_code: None,
+        kind: Kind::Command {
+            name: "help".into(),
+            arg: String::new(),
+        },
+    };
+    let (a, b, c) = (input(1), input(2), input(3));
+    let fresh = db.insert_updates(&[&a, &b, &a, &a], 1).await.unwrap();
+    assert_eq!(fresh, [true, true, false, false]);
+    let fresh = db.insert_updates(&[&b, &c, &c], 2).await.unwrap();
+    assert_eq!(fresh, [false, true, false]);
+    let pending = db.pending_updates(9).await.unwrap();
+    assert_eq!(pending, [a, b, c], "each stored once, in order");
+    if !url.starts_with("sqlite:") {
+        e2e::drop_postgres(&url).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_stores_each_update_once_on_sqlite() {
+    a_batch_stores_each_update_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_batch_stores_each_update_once_on_postgres() {
+    a_batch_stores_each_update_once(Backend::Postgres).await;
+}

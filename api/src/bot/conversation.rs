@@ -99,6 +99,8 @@ pub struct Reply {
     pub text: String,
     /// Rows of inline keyboard buttons (none: a plain message).
     pub buttons: Vec<Vec<Button>>,
+    /// The notice key this message is sent under at most once (shared with the notifier).
+    pub once: Option<String>,
 }
 
 /// A change of agent settings asked for in the chat.
@@ -153,9 +155,12 @@ pub enum ActionResult {
         reason: String,
     },
     TokenCheckUnavailable,
-    /// The tenant is committed; `pushed` once it is on the remote Flux watches.
+    /// The tenant is committed; `pushed` once it is on the remote Flux watches. `live_notice`:
+    /// the key of the incarnation's "live" notice, which the conversation's own "live" message
+    /// is sent under, so that it and the notifier's notice reach the customer once in all.
     Provisioned {
         pushed: bool,
+        live_notice: Option<String>,
     },
     /// The action was refused or failed; the reason is safe to show (no secrets).
     Failed {
@@ -185,6 +190,7 @@ impl Out {
         self.replies.push(Reply {
             text: text(self.lang, &msg),
             buttons: Vec::new(),
+            once: None,
         });
     }
 
@@ -192,6 +198,7 @@ impl Out {
         self.replies.push(Reply {
             text: text(self.lang, &msg),
             buttons,
+            once: None,
         });
     }
 
@@ -599,10 +606,19 @@ pub fn on_result(
             out.say(Msg::TokenRefused { reason })
         }
         (_, ActionResult::TokenCheckUnavailable) => out.say(Msg::TokenCheckUnavailable),
-        (Action::Provision { bot, .. }, ActionResult::Provisioned { pushed }) => {
+        (
+            Action::Provision { bot, .. },
+            ActionResult::Provisioned {
+                pushed,
+                live_notice,
+            },
+        ) => {
             out.say(Msg::SettingUp { bot: bot.clone() });
             if pushed {
                 out.say(Msg::Live { bot: bot.clone() });
+                if let Some(last) = out.replies.last_mut() {
+                    last.once = live_notice;
+                }
             } else {
                 out.say(Msg::Queued { bot: bot.clone() });
             }

@@ -1,8 +1,10 @@
-//! The platform bot's tables (migration `20261206090000_platform_bot.sql`): received updates,
-//! conversation state with a per-chat lease, the outbox of Bot API calls, and the notices already
-//! queued. Portable SQL through [`Store`]; this module knows nothing of Telegram's formats beyond
-//! the JSON it is handed.
+//! The platform bot's tables (migrations `20261206090000_platform_bot.sql` and
+//! `20261206100000_platform_bot_connections.sql`): received updates, conversation state with a
+//! per-chat lease, the outbox of Bot API calls, the notices already queued and what the notifier
+//! last told owners. Portable SQL through [`Store`]; this module knows nothing of Telegram's
+//! formats beyond the JSON it is handed.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -10,6 +12,7 @@ use sqlx::Row;
 
 use super::conversation::Chat;
 use super::update::Input;
+use crate::placeholders::{self, Style};
 use crate::store::{Store, StoreError};
 
 /// A Bot API call waiting in the outbox.
@@ -20,6 +23,10 @@ pub struct OutMsg {
     pub chat_id: i64,
     pub method: String,
     pub payload: Value,
+    /// A notice key this call is queued under at most once, shared with the notifier (the
+    /// "live" message): the key's row and the call are stored in one transaction, and the call
+    /// is dropped when the key was stored before. Not kept in the outbox.
+    pub once: Option<String>,
 }
 
 /// The bot's view of the database.
@@ -78,21 +85,52 @@ impl BotDb {
         &self.store
     }
 
-    /// Records an update; false when it was recorded before (a second delivery).
-    pub async fn insert_update(&self, input: &Input, now: i64) -> Result<bool, StoreError> {
+    /// Records updates in one statement, so one transaction and one round trip (the webhook's
+    /// group commit, [`super::intake`]); per update, false when it was recorded before (a second
+    /// delivery, also within the batch).
+    pub async fn insert_updates(
+        &self,
+        inputs: &[&Input],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        // The first copy of each update in the batch; later copies are second deliveries.
+        let mut distinct = HashSet::new();
+        let firsts: Vec<&Input> = inputs
+            .iter()
+            .copied()
+            .filter(|i| distinct.insert(i.update_id))
+            .collect();
+        if firsts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let style = if self.sqlite_writer.is_some() {
+            Style::Anonymous
+        } else {
+            Style::Numbered
+        };
+        let mut sql = String::from(
+            "INSERT INTO bot_updates (update_id, chat_id, input, received_at) VALUES ",
+        );
+        placeholders::rows(&mut sql, style, firsts.len(), 4);
+        sql.push_str(" ON CONFLICT (update_id) DO NOTHING RETURNING update_id");
+        let mut query = sqlx::query(&sql);
+        for input in &firsts {
+            let json =
+                serde_json::to_string(input).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            query = query
+                .bind(input.update_id)
+                .bind(input.chat_id)
+                .bind(json)
+                .bind(now);
+        }
         let _turn = self.write_turn().await;
-        let json = serde_json::to_string(input).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let done = sqlx::query(
-            "INSERT INTO bot_updates (update_id, chat_id, input, received_at, done_at) \
-             VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (update_id) DO NOTHING",
-        )
-        .bind(input.update_id)
-        .bind(input.chat_id)
-        .bind(json)
-        .bind(now)
-        .execute(self.store.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let rows = query.fetch_all(self.store.pool()).await?;
+        let mut stored = HashSet::new();
+        for row in &rows {
+            stored.insert(row.try_get::<i64, _>("update_id")?);
+        }
+        // Each stored update is new for its first copy only.
+        Ok(inputs.iter().map(|i| stored.remove(&i.update_id)).collect())
     }
 
     /// Chats with updates not processed yet, oldest first.
@@ -118,21 +156,17 @@ impl BotDb {
         until: i64,
     ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        // One statement (one commit): the chat's row made on first sight and the lease taken
+        // when it is free, expired, or already this replica's.
+        let taken = sqlx::query(
             "INSERT INTO bot_chats (chat_id, state, lease_owner, lease_until, updated_at) \
-             VALUES ($1, '{}', NULL, 0, $2) ON CONFLICT (chat_id) DO NOTHING",
+             VALUES ($1, '{}', $2, $3, $4) ON CONFLICT (chat_id) DO UPDATE \
+             SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until \
+             WHERE bot_chats.lease_until < $4 OR bot_chats.lease_owner = excluded.lease_owner",
         )
         .bind(chat_id)
-        .bind(now)
-        .execute(self.store.pool())
-        .await?;
-        let taken = sqlx::query(
-            "UPDATE bot_chats SET lease_owner = $1, lease_until = $2 \
-             WHERE chat_id = $3 AND (lease_until < $4 OR lease_owner = $1)",
-        )
         .bind(owner)
         .bind(until)
-        .bind(chat_id)
         .bind(now)
         .execute(self.store.pool())
         .await?;
@@ -180,7 +214,8 @@ impl BotDb {
     }
 
     /// In one transaction: the chat's next state, the replies, and the update marked done.
-    /// False (and nothing written) when this replica no longer holds the chat's lease.
+    /// False (and nothing written) when this replica no longer holds the chat's lease. A reply
+    /// with a notice key ([`OutMsg::once`]) is stored only when the key is new.
     pub async fn finish_update(
         &self,
         owner: &str,
@@ -226,14 +261,7 @@ impl BotDb {
     ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
         let mut tx = self.store.begin_write().await?;
-        let first = sqlx::query(
-            "INSERT INTO bot_notices (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if first.rows_affected() != 1 {
+        if !claim_notice(&mut tx, key, now).await? {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -281,6 +309,7 @@ impl BotDb {
                 method: row.try_get("method")?,
                 payload: serde_json::from_str(&payload)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?,
+                once: None,
             },
             attempts,
         )))
@@ -359,6 +388,69 @@ impl BotDb {
         Ok(())
     }
 
+    /// The providers of `tenant`'s connections the notifier last told its owner about.
+    pub async fn told_connections(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT providers FROM bot_tenant_connections WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_optional(self.store.pool())
+            .await?;
+        row.map(|r| {
+            r.try_get::<String, _>("providers")
+                .map_err(StoreError::from)
+        })
+        .transpose()
+    }
+
+    /// Moves `tenant`'s told providers from `before` to `after` and queues `messages`, in one
+    /// transaction; false (nothing queued) when the row no longer holds `before`: another
+    /// replica or round told this change already. `before` None records a first sight, which
+    /// queues nothing.
+    pub async fn connections_changed(
+        &self,
+        tenant: &str,
+        before: Option<&str>,
+        after: &str,
+        messages: &[OutMsg],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.store.begin_write().await?;
+        let moved = match before {
+            None => sqlx::query(
+                "INSERT INTO bot_tenant_connections (tenant, providers, updated_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (tenant) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(after)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            Some(before) => sqlx::query(
+                "UPDATE bot_tenant_connections SET providers = $1, updated_at = $2 \
+                 WHERE tenant = $3 AND providers = $4",
+            )
+            .bind(after)
+            .bind(now)
+            .bind(tenant)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if before.is_some() {
+            for message in messages {
+                insert_message(&mut tx, message, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Drops processed updates and sent calls older than `before` (Telegram redelivers an update
     /// for at most a day).
     pub async fn prune(&self, before: i64) -> Result<(), StoreError> {
@@ -375,11 +467,33 @@ impl BotDb {
     }
 }
 
+/// Claims notice `key` inside `tx`; false when it was claimed before (by this or another
+/// replica: the key is the table's primary key, so of two racing transactions one inserts it).
+async fn claim_notice(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let first = sqlx::query(
+        "INSERT INTO bot_notices (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(first.rows_affected() == 1)
+}
+
 async fn insert_message(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     message: &OutMsg,
     now: i64,
 ) -> Result<(), StoreError> {
+    if let Some(key) = &message.once {
+        if !claim_notice(tx, key, now).await? {
+            return Ok(());
+        }
+    }
     sqlx::query(
         "INSERT INTO bot_outbox (id, chat_id, method, payload, created_at, not_before, attempts, lease_owner, lease_until, sent_at, failed) \
          VALUES ($1, $2, $3, $4, $5, $5, 0, NULL, 0, NULL, NULL) ON CONFLICT (id) DO NOTHING",

@@ -125,12 +125,23 @@ pub enum Msg {
     NoticeLive {
         name: String,
     },
+    /// `by`: `customer`, `platform` (an admin or an SRE) or `billing`.
     NoticeSuspended {
         name: String,
         by: String,
     },
+    /// `by` as for [`Msg::NoticeSuspended`].
     NoticeReactivated {
         name: String,
+        by: String,
+    },
+    NoticeConnectionAdded {
+        name: String,
+        provider: String,
+    },
+    NoticeConnectionRemoved {
+        name: String,
+        provider: String,
     },
     NoticeBudget {
         name: String,
@@ -278,17 +289,21 @@ pub fn text(lang: Lang, msg: &Msg) -> String {
             Lang::En => format!("Your agent {name} is live."),
             Lang::PtBr => format!("Seu agente {name} está no ar."),
         },
-        NoticeSuspended { name, by } => match (lang, by.as_str()) {
-            (Lang::En, "customer") => format!("Your agent {name} was paused by you."),
-            (Lang::En, "admin") => format!("Your agent {name} was suspended by our support team."),
-            (Lang::En, _) => format!("Your agent {name} was suspended by the platform."),
-            (Lang::PtBr, "customer") => format!("Seu agente {name} foi pausado por você."),
-            (Lang::PtBr, "admin") => format!("Seu agente {name} foi suspenso pela nossa equipe de suporte."),
-            (Lang::PtBr, _) => format!("Seu agente {name} foi suspenso pela plataforma."),
+        NoticeSuspended { name, by } => match lang {
+            Lang::En => format!("Your agent {name} was suspended by {}.", by_whom(lang, by)),
+            Lang::PtBr => format!("Seu agente {name} foi suspenso por {}.", by_whom(lang, by)),
         },
-        NoticeReactivated { name } => match lang {
-            Lang::En => format!("Your agent {name} is active again."),
-            Lang::PtBr => format!("Seu agente {name} está ativo de novo."),
+        NoticeReactivated { name, by } => match lang {
+            Lang::En => format!("Your agent {name} is active again, reactivated by {}.", by_whom(lang, by)),
+            Lang::PtBr => format!("Seu agente {name} está ativo de novo, reativado por {}.", by_whom(lang, by)),
+        },
+        NoticeConnectionAdded { name, provider } => match lang {
+            Lang::En => format!("Your agent {name} is now connected to {}.", provider_name(provider)),
+            Lang::PtBr => format!("Seu agente {name} agora está conectado ao {}.", provider_name(provider)),
+        },
+        NoticeConnectionRemoved { name, provider } => match lang {
+            Lang::En => format!("Your agent {name} is no longer connected to {}.", provider_name(provider)),
+            Lang::PtBr => format!("Seu agente {name} não está mais conectado ao {}.", provider_name(provider)),
         },
         NoticeBudget { name, percent, used, budget } => match (lang, *percent >= 100) {
             (Lang::En, true) => format!("Your agent {name} has used its whole monthly budget ({used} of {budget} tokens): it cannot answer until next month."),
@@ -296,6 +311,31 @@ pub fn text(lang: Lang, msg: &Msg) -> String {
             (Lang::PtBr, true) => format!("Seu agente {name} usou todo o orçamento do mês ({used} de {budget} tokens): ele não pode responder até o mês que vem."),
             (Lang::PtBr, false) => format!("Seu agente {name} usou {percent}% do orçamento do mês ({used} de {budget} tokens)."),
         },
+    }
+}
+
+/// Who made a state change, as the notices say it.
+fn by_whom(lang: Lang, by: &str) -> &'static str {
+    match (lang, by) {
+        (Lang::En, "customer") => "you",
+        (Lang::En, "billing") => "billing (an unpaid invoice)",
+        (Lang::En, _) => "the platform's support team",
+        (Lang::PtBr, "customer") => "você",
+        (Lang::PtBr, "billing") => "cobrança (uma fatura em aberto)",
+        (Lang::PtBr, _) => "equipe de suporte da plataforma",
+    }
+}
+
+/// A provider's name as its users know it (`github` is GitHub).
+fn provider_name(provider: &str) -> String {
+    match provider {
+        "google" => "Google".into(),
+        "github" => "GitHub".into(),
+        "slack" => "Slack".into(),
+        "linear" => "Linear".into(),
+        "notion" => "Notion".into(),
+        "jira" => "Jira".into(),
+        other => other.to_owned(),
     }
 }
 
@@ -319,5 +359,27 @@ mod tests {
         assert_eq!(Lang::from_telegram(Some("de")), Lang::En);
         assert_eq!(millions(5_000_000), "5M");
         assert_eq!(millions(1_500_000), "1.5M");
+    }
+
+    #[test]
+    fn notices_say_who_and_which_provider() {
+        let by = |by: &str, lang| {
+            text(
+                lang,
+                &Msg::NoticeReactivated {
+                    name: "acme".into(),
+                    by: by.into(),
+                },
+            )
+        };
+        assert!(by("platform", Lang::En).contains("support team"));
+        assert!(by("billing", Lang::En).contains("billing"));
+        assert!(by("customer", Lang::PtBr).contains("por você"));
+        let added = Msg::NoticeConnectionAdded {
+            name: "acme".into(),
+            provider: "github".into(),
+        };
+        assert!(text(Lang::En, &added).contains("connected to GitHub"));
+        assert!(text(Lang::PtBr, &added).contains("conectado ao GitHub"));
     }
 }

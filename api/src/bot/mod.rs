@@ -1,7 +1,8 @@
 //! The platform bot: customers sign up, look after their agent and hear from the platform inside
 //! Telegram (docs/bot.md).
 //!
-//! - [`webhook`]: `POST /telegram/webhook`, secret-checked, stores each update once and answers.
+//! - [`webhook`]: `POST /telegram/webhook`, secret-checked, stores each update once and answers;
+//!   [`intake`]: the group commit that stores the webhook's updates, one transaction per batch.
 //! - [`update`]: Telegram's update format, parsed into the conversation's [`update::Input`];
 //!   bot tokens in messages sealed ([`seal`]) or dropped.
 //! - [`conversation`]: the conversation as a pure state machine; [`i18n`]: its words (en, pt-BR).
@@ -17,6 +18,7 @@ pub mod client;
 pub mod conversation;
 pub mod db;
 pub mod i18n;
+pub mod intake;
 pub mod notify;
 pub mod outbox;
 pub mod seal;
@@ -42,15 +44,16 @@ pub fn live_key(tenant: &str, uid: &str) -> String {
     format!("live:{tenant}:{uid}")
 }
 
-/// Connections of the webhook's own pool (acknowledgements never wait for the worker's).
-pub const WEBHOOK_CONNECTIONS: u32 = 8;
+/// Connections of the webhook's own pool: the group committer ([`intake`]) uses one, so an
+/// acknowledgement never waits for a connection the worker holds.
+pub const WEBHOOK_CONNECTIONS: u32 = 1;
 
 /// The running bot, shared by the webhook and the background tasks.
 pub struct Bot {
     pub state: Arc<AppState>,
     pub db: db::BotDb,
-    /// The webhook's own connections to the same tables.
-    pub webhook_db: db::BotDb,
+    /// Stores the webhook's updates (group commit on the webhook's own connection).
+    pub intake: intake::Intake,
     pub api: client::BotApi,
     pub sealer: seal::Sealer,
     token: BotToken,
@@ -116,15 +119,16 @@ impl Bot {
         )
         .await
         .map_err(|e| format!("cannot open the webhook's connections: {e}"))?;
+        let worker_wake = Arc::new(Notify::new());
         Ok(Some(Arc::new(Bot {
-            webhook_db: db.with_pool(webhook_store),
+            intake: intake::Intake::start(db.with_pool(webhook_store), worker_wake.clone()),
             db,
             sealer: seal::Sealer::new(token.expose()),
             api,
             token,
             secret_sha256: Sha256::digest(secret.as_bytes()).into(),
             replica: format!("api-{}", uuid::Uuid::new_v4().simple()),
-            worker_wake: Arc::new(Notify::new()),
+            worker_wake,
             sender_wake: Arc::new(Notify::new()),
             state: state.clone(),
         })))

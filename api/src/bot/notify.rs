@@ -1,9 +1,14 @@
-//! Notices to owners: the agent live, suspended (and by whom) or reactivated, and the monthly
-//! budget at 90 % and 100 %. The notifier reads the budget feed the api already keeps (tenant
-//! state and usage at the state repo's head, [`crate::budget`]) and queues each notice once in
-//! the outbox, by a key in `bot_notices`, so that several api replicas send it once.
+//! Notices to owners: the agent live, suspended or reactivated (and by whom), the monthly
+//! budget at 90 % and 100 %, and a connection added or removed. The notifier reads the budget
+//! feed the api already keeps (tenant state, connections and usage at the state repo's head,
+//! [`crate::budget`]) and queues each notice once in the outbox, by a key in `bot_notices` (or,
+//! for connections, a compare-and-set of the providers last told), so that several api replicas
+//! send it once.
 //!
-//! Who suspended a tenant is read from its spec (`spec.suspendedBy`), never from commit messages.
+//! Who suspended a tenant is read from its spec (`spec.suspendedBy`); who reactivated it from
+//! the change the api recorded for it ([`crate::store::Store::last_state_change`]), `platform`
+//! when the api made none (an SRE's change in the state repo). Never from commit messages. A
+//! customer's own suspension or reactivation is not news to them and is not announced.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -14,7 +19,11 @@ use super::db::OutMsg;
 use super::i18n::{text, Msg};
 use super::worker::{now_ms, send_message};
 use super::Bot;
+use contracts::provider::Provider;
+use sha2::{Digest, Sha256};
+
 use crate::budget::{FeedBody, FeedState};
+use crate::lifecycle::{Operation, Role};
 use crate::store::StoreError;
 
 /// How often the notifier looks at the feed.
@@ -27,6 +36,8 @@ const NEW_TENANT_MS: i64 = 3_600_000;
 pub struct Seen {
     states: HashMap<String, String>,
     notices: HashSet<String>,
+    /// Per tenant, the providers (`github,slack`) last told.
+    providers: HashMap<String, String>,
 }
 
 impl Bot {
@@ -76,6 +87,11 @@ impl Bot {
                 state
             };
             seen.states.insert(entry.tenant.clone(), state);
+            if let Some(head) = snapshot.budgets.get(&entry.tenant) {
+                queued += self
+                    .connections_changed(seen, &entry.tenant, &head.providers)
+                    .await?;
+            }
             let level = match entry.state {
                 FeedState::Ok => continue,
                 FeedState::Warning => 90,
@@ -116,15 +132,16 @@ impl Bot {
                     name: tenant.to_owned(),
                 },
             ),
-            (Some(before), None)
-                if now == "active"
-                    && before.starts_with("suspended:")
-                    && before != "suspended:customer" =>
-            {
+            (Some(before), None) if now == "active" && before.starts_with("suspended:") => {
+                let by = self.reactivated_by(tenant).await?;
+                if by == "customer" {
+                    return Ok(0);
+                }
                 (
                     format!("reactivated:{tenant}:{}", row.last_commit),
                     Msg::NoticeReactivated {
                         name: tenant.to_owned(),
+                        by: by.to_owned(),
                     },
                 )
             }
@@ -138,6 +155,71 @@ impl Bot {
             _ => return Ok(0),
         };
         Ok(self.notice(tenant, &key, msg).await? as usize)
+    }
+
+    /// Who reactivated `tenant` last: the role of the api's last suspend or reactivate change
+    /// of it when that was a reactivation, else (a change by hand in the state repo) `platform`.
+    async fn reactivated_by(&self, tenant: &str) -> Result<&'static str, StoreError> {
+        let change = self.state.store.last_state_change(tenant).await?;
+        Ok(match change.map(|c| c.operation) {
+            Some(Operation::Reactivate { by: Role::Customer }) => "customer",
+            _ => "platform",
+        })
+    }
+
+    /// Tells the owner of each provider added to or removed from `tenant`'s connections since
+    /// the last look; the first look only records them.
+    async fn connections_changed(
+        &self,
+        seen: &mut Seen,
+        tenant: &str,
+        providers: &[Provider],
+    ) -> Result<usize, StoreError> {
+        let mut now: Vec<&str> = providers.iter().map(|p| p.as_str()).collect();
+        now.sort_unstable();
+        now.dedup();
+        let after = now.join(",");
+        if seen.providers.get(tenant) == Some(&after) {
+            return Ok(0);
+        }
+        let before = self.db.told_connections(tenant).await?;
+        if before.as_deref() == Some(after.as_str()) {
+            seen.providers.insert(tenant.to_owned(), after);
+            return Ok(0);
+        }
+        let mut messages = Vec::new();
+        if let Some(before) = &before {
+            let was: Vec<&str> = before.split(',').filter(|p| !p.is_empty()).collect();
+            // The outbox ids name the change (from -> to), so a replay of this transaction
+            // after a lost answer stores nothing twice.
+            let change = hex::encode(&Sha256::digest(format!("{tenant}\n{before}\n{after}"))[..8]);
+            for provider in now.iter().filter(|p| !was.contains(p)) {
+                let msg = Msg::NoticeConnectionAdded {
+                    name: tenant.to_owned(),
+                    provider: (*provider).to_owned(),
+                };
+                let id = format!("connection:{tenant}:+{provider}:{change}");
+                messages.extend(self.owner_message(tenant, &id, &msg).await?);
+            }
+            for provider in was.iter().filter(|p| !now.contains(p)) {
+                let msg = Msg::NoticeConnectionRemoved {
+                    name: tenant.to_owned(),
+                    provider: (*provider).to_owned(),
+                };
+                let id = format!("connection:{tenant}:-{provider}:{change}");
+                messages.extend(self.owner_message(tenant, &id, &msg).await?);
+            }
+        }
+        let told = self
+            .db
+            .connections_changed(tenant, before.as_deref(), &after, &messages, now_ms())
+            .await?;
+        seen.providers.insert(tenant.to_owned(), after);
+        if told && !messages.is_empty() {
+            self.sender_wake.notify_one();
+            return Ok(messages.len());
+        }
+        Ok(0)
     }
 
     /// `spec.suspendedBy` at the head (`platform` when the spec does not say).
@@ -165,30 +247,45 @@ impl Bot {
     /// Queues `msg` to the tenant's owner once per `key`; false when there is no owner with a
     /// Telegram id or the notice was queued before.
     async fn notice(&self, tenant: &str, key: &str, msg: Msg) -> Result<bool, StoreError> {
-        let store = &self.state.store;
-        let Some(owner) = store.tenant(tenant).await?.and_then(|r| r.owner_id) else {
+        let Some(message) = self.owner_message(tenant, key, &msg).await? else {
             return Ok(false);
-        };
-        let Some(telegram_id) = store.customer(&owner).await?.and_then(|c| c.telegram_id) else {
-            return Ok(false);
-        };
-        // A private chat's id is the user's id.
-        let chat = self.db.chat(telegram_id).await?;
-        let reply = Reply {
-            text: text(lang_of(&chat, None), &msg),
-            buttons: Vec::new(),
-        };
-        let message = OutMsg {
-            id: format!("n-{key}"),
-            chat_id: telegram_id,
-            method: "sendMessage".into(),
-            payload: send_message(telegram_id, &reply),
         };
         let queued = self.db.notice(key, &[message], now_ms()).await?;
         if queued {
             self.sender_wake.notify_one();
         }
         Ok(queued)
+    }
+
+    /// `msg` to the tenant's owner in their chat's language, as the call `n-<key>`; None when
+    /// the tenant has no owner with a Telegram id.
+    async fn owner_message(
+        &self,
+        tenant: &str,
+        key: &str,
+        msg: &Msg,
+    ) -> Result<Option<OutMsg>, StoreError> {
+        let store = &self.state.store;
+        let Some(owner) = store.tenant(tenant).await?.and_then(|r| r.owner_id) else {
+            return Ok(None);
+        };
+        let Some(telegram_id) = store.customer(&owner).await?.and_then(|c| c.telegram_id) else {
+            return Ok(None);
+        };
+        // A private chat's id is the user's id.
+        let chat = self.db.chat(telegram_id).await?;
+        let reply = Reply {
+            text: text(lang_of(&chat, None), msg),
+            buttons: Vec::new(),
+            once: None,
+        };
+        Ok(Some(OutMsg {
+            id: format!("n-{key}"),
+            chat_id: telegram_id,
+            method: "sendMessage".into(),
+            payload: send_message(telegram_id, &reply),
+            once: None,
+        }))
     }
 }
 

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use super::update::{self, Dropped};
-use super::worker::now_ms;
 use super::Bot;
 use crate::http::ApiError;
 
@@ -37,13 +36,10 @@ pub async fn webhook(
         .into_response();
     }
     match update::parse(&body, &bot.sealer) {
-        Ok(input) => match bot.webhook_db.insert_update(&input, now_ms()).await {
+        Ok(input) => match bot.intake.store(input).await {
             Ok(fresh) => {
                 let outcome = if fresh { "stored" } else { "duplicate" };
                 metrics::counter!("api_bot_updates_total", "outcome" => outcome).increment(1);
-                if fresh {
-                    bot.worker_wake.notify_one();
-                }
                 StatusCode::OK.into_response()
             }
             Err(e) => {

@@ -7,16 +7,15 @@
 //!
 //! Changes go through the api's own functions (`tenant_ops::provision`, `tenant_ops::suspend`,
 //! `tenant_ops::reactivate`, `tenant_ops::update_settings`, after `http::AuthorizedTenant` and
-//! through `idempotency::submit`) as the Telegram user, so a chat is held to exactly
-//! the rules of the dashboard: tenant cap, write limit, tier and model checks, control characters,
-//! ownership (another customer's tenant is not found).
+//! through `idempotency::submit_change`, whose typed answer it reads) as the Telegram user, so a
+//! chat is held to exactly the rules of the dashboard: tenant cap, write limit, tier and model
+//! checks, control characters, ownership (another customer's tenant is not found).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -29,7 +28,7 @@ use super::update::{Input, Kind};
 use super::Bot;
 use crate::config::TelegramVerification;
 use crate::http::{self, ApiError, AuthorizedIncarnation, AuthorizedTenant, Caller};
-use crate::idempotency::submit;
+use crate::idempotency::{submit_change, Endpoint};
 use crate::store::{Customer, StoreError};
 use crate::telegram::TelegramError;
 use crate::tenant_ops::{self, OwnerBody, ProvisionRequest, SettingsBody};
@@ -137,6 +136,7 @@ impl Bot {
                 chat_id: input.chat_id,
                 method: "answerCallbackQuery".into(),
                 payload: json!({"callback_query_id": id}),
+                once: None,
             });
         }
         for (i, reply) in replies.iter().enumerate() {
@@ -145,6 +145,7 @@ impl Bot {
                 chat_id: input.chat_id,
                 method: "sendMessage".into(),
                 payload: send_message(input.chat_id, reply),
+                once: reply.once.clone(),
             });
         }
         Ok((outcome.chat, messages))
@@ -220,33 +221,25 @@ impl Bot {
                 let pause = matches!(action, Action::Pause { .. });
                 let answer = match AuthorizedTenant::authorize(&self.state, caller, tenant).await {
                     Ok(t) => {
-                        let (verb, who) = if pause {
-                            ("suspend", t.caller().clone())
+                        let who = t.caller().clone();
+                        let endpoint = if pause {
+                            Endpoint::Suspend(t.name())
                         } else {
-                            ("reactivate", t.caller().clone())
+                            Endpoint::Reactivate(t.name())
                         };
-                        let path = format!("/v1/tenants/{}/{verb}", t.name());
-                        submit(
-                            &self.state,
-                            &headers,
-                            Method::POST,
-                            &path,
-                            &[],
-                            &who,
-                            async |rid| {
-                                if pause {
-                                    tenant_ops::suspend(&t, None, rid)
-                                } else {
-                                    tenant_ops::reactivate(&t, None, rid)
-                                }
-                            },
-                        )
+                        submit_change(&self.state, &headers, endpoint, &[], &who, async |rid| {
+                            if pause {
+                                tenant_ops::suspend(&t, None, rid)
+                            } else {
+                                tenant_ops::reactivate(&t, None, rid)
+                            }
+                        })
                         .await
                     }
                     Err(e) => Err(e),
                 };
-                match answer_of(answer).await {
-                    Ok(body) if body["unchanged"] == true => {
+                match answer {
+                    Ok(answer) if answer.change.unchanged => {
                         ActionResult::Say(vec![Msg::Unchanged {
                             name: tenant.clone(),
                         }])
@@ -257,7 +250,9 @@ impl Bot {
                     Ok(_) => ActionResult::Say(vec![Msg::Resumed {
                         name: tenant.clone(),
                     }]),
-                    Err(reason) => ActionResult::Failed { reason },
+                    Err(e) => ActionResult::Failed {
+                        reason: error_message(e).await,
+                    },
                 }
             }
             Action::Settings { tenant, change } => {
@@ -275,27 +270,23 @@ impl Bot {
                 let headers = change_headers(input, "")?;
                 let answer = match AuthorizedTenant::authorize(&self.state, caller, tenant).await {
                     Ok(t) => {
-                        let path = format!("/v1/tenants/{}/settings", t.name());
                         let st = self.state.clone();
                         let who = t.caller().clone();
-                        submit(
-                            &self.state,
-                            &headers,
-                            Method::PATCH,
-                            &path,
-                            &raw,
-                            &who,
-                            async move |rid| tenant_ops::update_settings(&st, &t, body, rid).await,
-                        )
+                        let endpoint = Endpoint::Settings(t.name());
+                        submit_change(&self.state, &headers, endpoint, &raw, &who, async |rid| {
+                            tenant_ops::update_settings(&st, &t, body, rid).await
+                        })
                         .await
                     }
                     Err(e) => Err(e),
                 };
-                match answer_of(answer).await {
+                match answer {
                     Ok(_) => ActionResult::Say(vec![Msg::Saved {
                         name: tenant.clone(),
                     }]),
-                    Err(reason) => ActionResult::Failed { reason },
+                    Err(e) => ActionResult::Failed {
+                        reason: error_message(e).await,
+                    },
                 }
             }
         })
@@ -349,8 +340,13 @@ impl Bot {
         if let Some(stored) = self.state.store.idempotent_response(&scope, &key).await? {
             let body: Value = serde_json::from_str(&stored.body).unwrap_or(Value::Null);
             return Ok(if (200..300).contains(&stored.status) {
+                let live_notice = match body["tenant"].as_str() {
+                    Some(name) => self.live_notice(name).await?,
+                    None => None,
+                };
                 ActionResult::Provisioned {
                     pushed: body["pushed"] == true,
+                    live_notice,
                 }
             } else {
                 ActionResult::Failed {
@@ -399,29 +395,36 @@ impl Bot {
         let headers = change_headers(input, &key)?;
         let st = self.state.clone();
         let who = caller.clone();
-        let answer = submit(
+        let answer = submit_change(
             &self.state,
             &headers,
-            Method::POST,
-            "/v1/tenants",
+            Endpoint::Provision,
             &raw,
             &caller,
             async move |rid| tenant_ops::provision(&st, &who, body, rid).await,
         )
         .await;
-        Ok(match answer_of(answer).await {
-            Ok(body) => {
-                // The conversation says it is live: the notifier need not say it again.
-                if let Some(row) = self.state.store.tenant(&name).await? {
-                    let key = super::live_key(&name, row.uid.as_deref().unwrap_or_default());
-                    self.db.notice(&key, &[], now_ms()).await?;
-                }
-                ActionResult::Provisioned {
-                    pushed: body["pushed"] == true,
-                }
-            }
-            Err(reason) => ActionResult::Failed { reason },
+        Ok(match answer {
+            // The conversation's "live" message goes under the notice's key: whichever of it
+            // and the notifier's notice is stored first is sent, the other never.
+            Ok(answer) => ActionResult::Provisioned {
+                pushed: answer.change.pushed,
+                live_notice: self.live_notice(&name).await?,
+            },
+            Err(e) => ActionResult::Failed {
+                reason: error_message(e).await,
+            },
         })
+    }
+
+    /// The key of the "live" notice of tenant `name`'s current incarnation.
+    async fn live_notice(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .state
+            .store
+            .tenant(name)
+            .await?
+            .map(|row| super::live_key(name, row.uid.as_deref().unwrap_or_default())))
     }
 
     /// A tenant name for the agent's bot: its username as a DNS label, with a suffix derived from
@@ -528,16 +531,17 @@ impl Bot {
             AuthorizedIncarnation::authorize(&self.state, caller.clone(), name, None).await?;
         let incarnation = tenant.incarnation();
         let period = crate::period::Period::of(time::OffsetDateTime::now_utc());
-        let models =
-            crate::usage::by_model(self.state.store.pool(), &incarnation.ledger_key, period)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("cannot read usage: {e}")))?;
-        let used: i64 = models.iter().map(|(_, t)| t.billable_tokens).sum();
-        let budget = if incarnation.live {
-            self.state.ledger.feed.budget_of(name)
-        } else {
-            None
-        };
+        let month = crate::usage::month_usage(
+            self.state.store.pool(),
+            &self.state.ledger.feed,
+            &incarnation.ledger_key,
+            name,
+            incarnation.live,
+            period,
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read usage: {e}")))?;
+        let (used, budget) = (month.total.billable_tokens, month.budget);
         Ok((used.max(0) as u64, budget, period.label()))
     }
 }
@@ -565,27 +569,7 @@ fn change_headers(input: &Input, key: &str) -> Result<HeaderMap, StoreError> {
     Ok(headers)
 }
 
-/// The JSON body of a successful answer, or the error's message (JSON errors never hold secrets).
-async fn answer_of(answer: Result<Response, ApiError>) -> Result<Value, String> {
-    let response = match answer {
-        Ok(r) => r,
-        Err(e) => return Err(error_message(e).await),
-    };
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .map_err(|e| e.to_string())?;
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(body["error"]["message"]
-            .as_str()
-            .unwrap_or("the change was refused")
-            .to_owned())
-    }
-}
-
+/// The message of an error answer (JSON errors never hold secrets).
 async fn error_message(e: ApiError) -> String {
     let response = e.into_response();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)

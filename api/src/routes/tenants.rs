@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use crate::http::{
     authorize_tenant_list, ApiError, AuthorizedIncarnation, AuthorizedTenant, Caller, ClientAddr,
     ErrorBody, JsonBody, Shared,
 };
-use crate::idempotency::submit;
+use crate::idempotency::{submit, Endpoint};
 use crate::reader::{HistoryEntry, TenantView};
 use crate::tenant_ops::{self, ProvisionRequest, ReasonBody, ResizeBody, SettingsBody};
 use crate::writer::ChangeResponse;
@@ -93,8 +93,7 @@ pub async fn provision(
     submit(
         &state,
         &headers,
-        Method::POST,
-        "/v1/tenants",
+        Endpoint::Provision,
         &raw,
         &caller,
         async move |request_id| tenant_ops::provision(&st, &who, body, request_id).await,
@@ -113,14 +112,12 @@ pub async fn update_settings(
     headers: HeaderMap,
     JsonBody(body, raw): JsonBody<SettingsBody>,
 ) -> Result<Response, ApiError> {
-    let path = format!("/v1/tenants/{}/settings", tenant.name());
     let st = state.clone();
     let t = tenant.clone();
     submit(
         &state,
         &headers,
-        Method::PATCH,
-        &path,
+        Endpoint::Settings(tenant.name()),
         &raw,
         tenant.caller(),
         async move |request_id| tenant_ops::update_settings(&st, &t, body, request_id).await,
@@ -140,12 +137,10 @@ pub async fn suspend(
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let body: ReasonBody = optional_body(&headers, &raw)?;
-    let path = format!("/v1/tenants/{}/suspend", tenant.name());
     submit(
         &state,
         &headers,
-        Method::POST,
-        &path,
+        Endpoint::Suspend(tenant.name()),
         &raw,
         tenant.caller(),
         async |request_id| tenant_ops::suspend(&tenant, body.reason, request_id),
@@ -165,12 +160,10 @@ pub async fn reactivate(
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let body: ReasonBody = optional_body(&headers, &raw)?;
-    let path = format!("/v1/tenants/{}/reactivate", tenant.name());
     submit(
         &state,
         &headers,
-        Method::POST,
-        &path,
+        Endpoint::Reactivate(tenant.name()),
         &raw,
         tenant.caller(),
         async |request_id| tenant_ops::reactivate(&tenant, body.reason, request_id),
@@ -191,14 +184,12 @@ pub async fn resize(
 ) -> Result<Response, ApiError> {
     // An unknown tier is refused before the write budget and the Idempotency-Key are consulted.
     tenant_ops::check_tier_offered(&state, &body.tier).await?;
-    let path = format!("/v1/tenants/{}/resize", tenant.name());
     let st = state.clone();
     let t = tenant.clone();
     submit(
         &state,
         &headers,
-        Method::POST,
-        &path,
+        Endpoint::Resize(tenant.name()),
         &raw,
         tenant.caller(),
         async move |request_id| tenant_ops::resize(&st, &t, body, request_id).await,
@@ -218,14 +209,12 @@ pub async fn rotate_proxy_token(
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let body: ReasonBody = optional_body(&headers, &raw)?;
-    let path = format!("/v1/tenants/{}/rotate-proxy-token", tenant.name());
     let st = state.clone();
     let t = tenant.clone();
     submit(
         &state,
         &headers,
-        Method::POST,
-        &path,
+        Endpoint::RotateProxyToken(tenant.name()),
         &raw,
         tenant.caller(),
         async move |request_id| {
@@ -246,12 +235,10 @@ pub async fn destroy(
     tenant: AuthorizedTenant,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let path = format!("/v1/tenants/{}", tenant.name());
     submit(
         &state,
         &headers,
-        Method::DELETE,
-        &path,
+        Endpoint::Destroy(tenant.name()),
         b"",
         &caller,
         async |request_id| tenant_ops::destroy(&tenant, query.reason, request_id),

@@ -21,7 +21,7 @@ use crate::http::{
     ApiError, AuthorizedIncarnation, Caller, ErrorBody, Incarnation, ProxyCaller, Shared,
 };
 use crate::usage::{
-    by_day, by_model, check_batch, day_label, ingest, key_by_incarnation, periods, BatchError,
+    by_day, check_batch, day_label, ingest, key_by_incarnation, month_usage, periods, BatchError,
     IngestOutcome, Period, Totals, UsageBatch, MAX_INGEST_BYTES,
 };
 
@@ -219,11 +219,17 @@ async fn tenant_usage(
     }
     let pool = state.store.pool();
     let days = by_day(pool, key, period).await.map_err(unavailable)?;
-    let models = by_model(pool, key, period).await.map_err(unavailable)?;
-    let mut total = Totals::default();
-    for (_, t) in &models {
-        total.add(t);
-    }
+    let month = month_usage(
+        pool,
+        &state.ledger.feed,
+        key,
+        name.as_str(),
+        incarnation.live,
+        period,
+    )
+    .await
+    .map_err(unavailable)?;
+    let total = month.total;
     let mut recorded: BTreeMap<String, Totals> = days.into_iter().collect();
     let last = if period == current {
         today
@@ -241,17 +247,13 @@ async fn tenant_usage(
         }
         day = day.next_day().expect("days within a month");
     }
-    let (budget, feed_state) = if period == current && incarnation.live {
-        match state.ledger.feed.budget_of(name.as_str()) {
-            Some(budget) => (
-                Some(budget),
-                Some(FeedState::of(total.billable_tokens.max(0) as u64, budget)),
-            ),
-            None => (None, None),
-        }
+    let budget = if period == current {
+        month.budget
     } else {
-        (None, None)
+        None
     };
+    let feed_state =
+        budget.map(|budget| FeedState::of(total.billable_tokens.max(0) as u64, budget));
     Ok(Json(UsageReport {
         tenant: name.to_string(),
         period: period.label(),
@@ -262,7 +264,8 @@ async fn tenant_usage(
         state: feed_state,
         total,
         by_day,
-        by_model: models
+        by_model: month
+            .models
             .into_iter()
             .map(|(model, totals)| ModelUsage { model, totals })
             .collect(),
