@@ -830,3 +830,105 @@ async fn each_push_tells_flux_at_once_through_its_receiver() {
     );
     p.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unhealthy_tenant_and_its_recovery_are_told_once_to_owner_and_admins() {
+    use e2e::bot_api::BotApiStandIn;
+    const OWNER: i64 = 4242; // Platform::provision_body's owner
+    const ADMIN: i64 = 777_001;
+    let kube = KubeApi::start().await;
+    let mut p = platform_with(Some(&kube), 1).await;
+    let token = format!("888000:AAB{}", hex::encode(rand::random::<[u8; 16]>()));
+    let bot = BotApiStandIn::start(&token).await;
+    std::fs::write(
+        p.dir.path().join("platform-bot-token"),
+        format!("{token}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.dir.path().join("webhook-secret"),
+        hex::encode(rand::random::<[u8; 24]>()),
+    )
+    .unwrap();
+    p.config.bot = api::config::BotConfig {
+        token_path: Some(p.dir.path().join("platform-bot-token")),
+        webhook_secret_path: Some(p.dir.path().join("webhook-secret")),
+        public_url: Some("https://api.example.test".into()),
+        set_webhook: false,
+        api_base_url: bot.url.clone(),
+        timeout_seconds: 5,
+    };
+    p.config.auth.admin_telegram_ids = vec![ADMIN];
+    p.config.check().unwrap();
+    p.restart().await;
+
+    let c1 = provision(&p, "acme").await;
+    kube.put(&kustomization(
+        "acme",
+        "True",
+        "ReconciliationSucceeded",
+        "Applied",
+        Some(&c1),
+    ));
+    kube.put(&deployment("acme", 1, false, vec![]));
+    kube.put(&pod(
+        "acme",
+        false,
+        "Running",
+        waiting("CrashLoopBackOff", "back-off 10s"),
+        json!({}),
+        vec![],
+    ));
+    let told = |chat: i64, needle: &'static str| {
+        let texts = bot.texts_to(chat);
+        texts.iter().filter(|t| t.contains(needle)).count()
+    };
+    let started = Instant::now();
+    while told(OWNER, "is not running") == 0 || told(ADMIN, "is unhealthy") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "owner {:?} admin {:?}",
+            bot.texts_to(OWNER),
+            bot.texts_to(ADMIN)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        bot.texts_to(OWNER)
+            .iter()
+            .any(|t| t.contains("CrashLoopBackOff: back-off 10s")),
+        "{:?}",
+        bot.texts_to(OWNER)
+    );
+    kube.put(&deployment("acme", 1, true, vec![]));
+    kube.put(&pod(
+        "acme",
+        true,
+        "Running",
+        running_state(),
+        json!({}),
+        vec![],
+    ));
+    let started = Instant::now();
+    while told(OWNER, "running again") == 0 || told(ADMIN, "running again") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "owner {:?} admin {:?}",
+            bot.texts_to(OWNER),
+            bot.texts_to(ADMIN)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several sweeps later, each was told once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        told(OWNER, "is not running"),
+        1,
+        "{:?}",
+        bot.texts_to(OWNER)
+    );
+    assert_eq!(told(ADMIN, "is unhealthy"), 1, "{:?}", bot.texts_to(ADMIN));
+    assert_eq!(told(OWNER, "running again"), 1);
+    assert_eq!(told(ADMIN, "running again"), 1);
+    p.finish().await;
+}

@@ -94,6 +94,51 @@ impl Bot {
             queued += self.notice(&entry.tenant, &key, msg).await? as usize;
             seen.notices.insert(key);
         }
+        queued += self.health_notices().await?;
+        Ok(queued)
+    }
+
+    /// The cluster status's health notices (`cluster::status::health_transitions`): to the
+    /// owner and to the admins, each once per episode.
+    async fn health_notices(&self) -> Result<usize, StoreError> {
+        let mut queued = 0;
+        for n in self.state.cluster.take_health_notices() {
+            let msg = |admin| match n.unhealthy {
+                true => Msg::NoticeUnhealthy {
+                    name: n.tenant.clone(),
+                    reason: n.reason.clone(),
+                    admin,
+                },
+                false => Msg::NoticeRecovered {
+                    name: n.tenant.clone(),
+                    admin,
+                },
+            };
+            queued += self.notice(&n.tenant, &n.key, msg(false)).await? as usize;
+            let mut messages = Vec::new();
+            for &admin in &self.state.config.auth.admin_telegram_ids {
+                let chat = self.db.chat(admin).await?;
+                let reply = Reply {
+                    text: text(lang_of(&chat, None), &msg(true)),
+                    buttons: Vec::new(),
+                };
+                messages.push(OutMsg {
+                    id: format!("n-{}:admin:{admin}", n.key),
+                    chat_id: admin,
+                    method: "sendMessage".into(),
+                    payload: send_message(admin, &reply),
+                });
+            }
+            if !messages.is_empty()
+                && self
+                    .db
+                    .notice(&format!("{}:admins", n.key), &messages, now_ms())
+                    .await?
+            {
+                queued += messages.len();
+                self.sender_wake.notify_one();
+            }
+        }
         Ok(queued)
     }
 

@@ -36,7 +36,13 @@ pub const SYNCING: &str = "connecting to the cluster: the first lists have not a
 #[derive(Clone, Default)]
 pub struct Cluster {
     watched: Option<Arc<Watched>>,
+    /// Health notices the sweeper found and the platform bot has not taken yet.
+    notices: Arc<std::sync::Mutex<std::collections::VecDeque<status::HealthNotice>>>,
 }
+
+/// The most health notices kept for the bot; older ones are dropped first (a replica without the
+/// bot keeps none for long).
+const MAX_QUEUED_NOTICES: usize = 10_000;
 
 struct Watched {
     reflectors: watch::Reflectors,
@@ -75,6 +81,7 @@ impl Cluster {
                 reflectors: watch::start(client),
                 flux_namespace: config.flux_namespace.clone(),
             })),
+            notices: Default::default(),
         })
     }
 
@@ -127,6 +134,24 @@ impl Cluster {
             cluster: self.clone(),
             pods,
         })
+    }
+
+    /// Queues notices for the platform bot.
+    pub fn queue_health_notices(&self, notices: Vec<status::HealthNotice>) {
+        let mut queue = self.notices.lock().expect("health notices");
+        queue.extend(notices);
+        while queue.len() > MAX_QUEUED_NOTICES {
+            queue.pop_front();
+        }
+    }
+
+    /// Takes every queued health notice (the platform bot's notifier calls this each round).
+    pub fn take_health_notices(&self) -> Vec<status::HealthNotice> {
+        self.notices
+            .lock()
+            .expect("health notices")
+            .drain(..)
+            .collect()
     }
 
     /// Objects in the caches per kind (Kustomizations, Deployments, Pods).

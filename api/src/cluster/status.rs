@@ -179,7 +179,67 @@ fn health_str(h: Health) -> &'static str {
     }
 }
 
-/// Runs [`sweep`] and [`export_gauges`] every `interval` until the process ends.
+/// A tenant's health changed in a way its owner and the admins are told about: it became
+/// `unhealthy`, or it runs again after being so. `key` names the episode (the tenant and since
+/// when it was not running), so a notice is queued once whichever replica sees it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthNotice {
+    pub tenant: String,
+    pub key: String,
+    /// True: became unhealthy; false: recovered.
+    pub unhealthy: bool,
+    /// The first reason (`CODE: message`), or that nothing was seen, for an unhealthy notice.
+    pub reason: String,
+}
+
+/// The notices a sweep calls for, given the unhealthy episodes seen so far (tenant → not
+/// running since), which it updates. Pure. A suspended tenant's episode ends without a notice.
+pub fn health_transitions(
+    episodes: &mut std::collections::HashMap<String, i64>,
+    swept: &[(String, PipelineStatus)],
+) -> Vec<HealthNotice> {
+    let mut out = Vec::new();
+    for (tenant, status) in swept {
+        match status.health {
+            Health::Unhealthy => {
+                let since = status.not_running_since.unwrap_or_default();
+                if episodes.get(tenant) == Some(&since) {
+                    continue;
+                }
+                episodes.insert(tenant.clone(), since);
+                let reason = status
+                    .reasons
+                    .first()
+                    .map(|r| format!("{:?}: {}", r.code, r.message))
+                    .unwrap_or_else(|| "nothing in the cluster says why".into());
+                out.push(HealthNotice {
+                    tenant: tenant.clone(),
+                    key: format!("unhealthy:{tenant}:{since}"),
+                    unhealthy: true,
+                    reason,
+                });
+            }
+            Health::Healthy => {
+                if let Some(since) = episodes.remove(tenant) {
+                    out.push(HealthNotice {
+                        tenant: tenant.clone(),
+                        key: format!("recovered:{tenant}:{since}"),
+                        unhealthy: false,
+                        reason: String::new(),
+                    });
+                }
+            }
+            Health::Suspended => {
+                episodes.remove(tenant);
+            }
+            Health::Progressing | Health::Failing => {}
+        }
+    }
+    out
+}
+
+/// Runs [`sweep`] and [`export_gauges`] every `interval` until the process ends, and queues the
+/// [`HealthNotice`]s for the platform bot ([`Cluster::take_health_notices`]).
 pub fn spawn_sweeper(
     cluster: Cluster,
     store: crate::store::Store,
@@ -188,6 +248,7 @@ pub fn spawn_sweeper(
     interval: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut episodes = std::collections::HashMap::new();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -207,10 +268,64 @@ pub fn spawn_sweeper(
             })
             .await;
             match swept {
-                Ok((c, Ok(swept))) => export_gauges(&c, &swept),
+                Ok((c, Ok(swept))) => {
+                    export_gauges(&c, &swept);
+                    c.queue_health_notices(health_transitions(&mut episodes, &swept));
+                }
                 Ok((_, Err(e))) => tracing::warn!(error = %e, "cluster status sweep failed"),
                 Err(e) => tracing::warn!(error = %e, "cluster status sweep panicked"),
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::pipeline::{Reason, ReasonCode};
+
+    fn status(health: Health, since: Option<i64>) -> PipelineStatus {
+        PipelineStatus {
+            phase: if health == Health::Healthy {
+                Phase::Running
+            } else {
+                Phase::Applied
+            },
+            health,
+            reasons: vec![Reason {
+                code: ReasonCode::CrashLoopBackOff,
+                message: "back-off".into(),
+                object: "Pod customer-acme/p".into(),
+            }],
+            committed: None,
+            applied_commit: None,
+            ready_pods: 0,
+            not_running_since: since,
+        }
+    }
+
+    #[test]
+    fn an_episode_is_told_once_and_its_end_once() {
+        let mut episodes = Default::default();
+        let sweep = |h, s| vec![("acme".to_owned(), status(h, s))];
+        assert!(health_transitions(&mut episodes, &sweep(Health::Failing, Some(5))).is_empty());
+        let told = health_transitions(&mut episodes, &sweep(Health::Unhealthy, Some(5)));
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].key, "unhealthy:acme:5");
+        assert_eq!(told[0].reason, "CrashLoopBackOff: back-off");
+        assert!(health_transitions(&mut episodes, &sweep(Health::Unhealthy, Some(5))).is_empty());
+        let told = health_transitions(&mut episodes, &sweep(Health::Healthy, None));
+        assert_eq!(
+            (told[0].key.as_str(), told[0].unhealthy),
+            ("recovered:acme:5", false)
+        );
+        assert!(health_transitions(&mut episodes, &sweep(Health::Healthy, None)).is_empty());
+        // A new episode is a new notice; suspending ends one silently.
+        assert_eq!(
+            health_transitions(&mut episodes, &sweep(Health::Unhealthy, Some(9)))[0].key,
+            "unhealthy:acme:9"
+        );
+        assert!(health_transitions(&mut episodes, &sweep(Health::Suspended, None)).is_empty());
+        assert!(health_transitions(&mut episodes, &sweep(Health::Healthy, None)).is_empty());
+    }
 }
