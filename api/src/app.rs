@@ -35,6 +35,10 @@ pub enum AppError {
     Auth(String),
     #[error("platform bot: {0}")]
     Bot(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("flux receiver: {0}")]
+    Receiver(String),
 }
 
 /// The process-wide Prometheus recorder (a process has one; tests start several apps).
@@ -58,6 +62,9 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     writer: std::thread::JoinHandle<()>,
+    /// The cluster status sweeper and the Flux receiver notifier, stopped with the server.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+    receiver: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -67,15 +74,25 @@ impl Running {
             stop,
             server,
             writer,
+            sweeper,
+            receiver,
             ..
         } = self;
         let _ = stop.send(());
-        finish(server, writer).await
+        let served = finish(server, writer).await;
+        for task in [sweeper, receiver].into_iter().flatten() {
+            task.abort();
+        }
+        served
     }
 
     /// Waits until the server stops (after the shutdown signal given to [`start`]).
     pub async fn wait(self) -> Result<(), AppError> {
-        finish(self.server, self.writer).await
+        let served = finish(self.server, self.writer).await;
+        for task in [self.sweeper, self.receiver].into_iter().flatten() {
+            task.abort();
+        }
+        served
     }
 }
 
@@ -114,8 +131,33 @@ pub async fn start(
     })
     .await
     .map_err(|e| AppError::Writer(WriteError::Internal(e.to_string())))??;
-    let state =
-        Arc::new(AppState::new(config.clone(), store, handle, metrics_handle()).with_auth(auth));
+    let receiver = match (
+        &config.cluster.receiver_url,
+        &config.cluster.receiver_token_path,
+    ) {
+        (Some(url), Some(path)) => Some(crate::cluster::receiver::Receiver {
+            url: url.clone(),
+            token: crate::cluster::receiver::read_token(path).map_err(AppError::Receiver)?,
+            timeout: std::time::Duration::from_secs(5),
+        }),
+        _ => None,
+    };
+    let receiver = receiver.map(|r| crate::cluster::receiver::spawn(r, handle.pushes()));
+    let cluster = crate::cluster::Cluster::start(&config.cluster).await?;
+    let sweeper = (!matches!(cluster.link(), crate::cluster::Link::Off)).then(|| {
+        crate::cluster::status::spawn_sweeper(
+            cluster.clone(),
+            store.clone(),
+            config.repo.local_path.clone(),
+            config.cluster.unhealthy_after_seconds,
+            std::time::Duration::from_secs(config.cluster.sweep_interval_seconds),
+        )
+    });
+    let state = Arc::new(
+        AppState::new(config.clone(), store, handle, metrics_handle())
+            .with_auth(auth)
+            .with_cluster(cluster),
+    );
     crate::feed_refresher::spawn_refresher(&state);
     let bot = crate::bot::Bot::load(&state).await.map_err(AppError::Bot)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -152,6 +194,8 @@ pub async fn start(
         stop,
         server,
         writer,
+        sweeper,
+        receiver,
     })
 }
 

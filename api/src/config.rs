@@ -44,6 +44,123 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// The platform bot (docs/bot.md); off unless `bot.token_path` is set.
     pub bot: BotConfig,
+    /// The cluster the status is read from (docs/cluster-status.md); off by default.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// Where the api reads the cluster's status from: read-only watches of the tenants' Flux
+/// Kustomizations, Deployments and Pods.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `off` (default: every status says "no cluster connected"), `in-cluster` (the pod's
+    /// service account), `kubeconfig` (`kubeconfig_path`) or `url` (`url`, no credentials: a
+    /// local stand-in or `kubectl proxy`).
+    pub mode: ClusterMode,
+    /// The API server's base URL for `mode = "url"` (`http://127.0.0.1:8001`).
+    pub url: Option<String>,
+    /// The kubeconfig file for `mode = "kubeconfig"` (its current context).
+    pub kubeconfig_path: Option<PathBuf>,
+    /// The namespace of the tenants' Flux Kustomizations (`tenant-<name>`).
+    pub flux_namespace: String,
+    /// A tenant not running for this long is `unhealthy`.
+    pub unhealthy_after_seconds: u64,
+    /// How often the gauges of tenants by phase are recomputed.
+    pub sweep_interval_seconds: u64,
+    /// The Flux Receiver (generic-hmac) to call after each push, `http(s)://…/hook/<digest>`;
+    /// unset: Flux finds new commits at its interval. Works with `mode = "off"` too.
+    pub receiver_url: Option<String>,
+    /// File holding the Receiver's token (its Secret's `token` key).
+    pub receiver_token_path: Option<PathBuf>,
+}
+
+/// How the api reaches the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterMode {
+    #[default]
+    Off,
+    InCluster,
+    Kubeconfig,
+    Url,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            mode: ClusterMode::Off,
+            url: None,
+            kubeconfig_path: None,
+            flux_namespace: "flux-system".into(),
+            unhealthy_after_seconds: 600,
+            sweep_interval_seconds: 15,
+            receiver_url: None,
+            receiver_token_path: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        match self.mode {
+            ClusterMode::Url => {
+                let url = self.url.as_deref().unwrap_or_default();
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.parse::<axum::http::Uri>().is_ok()
+                    && !url.contains('@');
+                if !ok {
+                    return invalid(format!(
+                        "cluster.url {url:?} must be an http:// or https:// URL without credentials \
+                         (cluster.mode = \"url\"); use mode = \"kubeconfig\" for a cluster that needs them"
+                    ));
+                }
+            }
+            ClusterMode::Kubeconfig if self.kubeconfig_path.is_none() => {
+                return invalid(
+                    "cluster.mode = \"kubeconfig\" needs cluster.kubeconfig_path".into(),
+                );
+            }
+            _ => {}
+        }
+        if self.flux_namespace.is_empty()
+            || self.flux_namespace.len() > 63
+            || !self
+                .flux_namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return invalid(format!(
+                "cluster.flux_namespace {:?} must be a Kubernetes namespace name (lowercase letters, digits, '-')",
+                self.flux_namespace
+            ));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.unhealthy_after_seconds) {
+            return invalid("cluster.unhealthy_after_seconds must be 1 to 604800 (a week)".into());
+        }
+        match (&self.receiver_url, &self.receiver_token_path) {
+            (None, None) => {}
+            (Some(url), Some(_)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || url.parse::<axum::http::Uri>().is_err()
+                {
+                    return invalid(
+                        "cluster.receiver_url must be the Receiver's http:// or https:// URL (…/hook/<digest>)".into(),
+                    );
+                }
+            }
+            _ => {
+                return invalid(
+                    "cluster.receiver_url and cluster.receiver_token_path go together: the Receiver's URL and the file with its token".into(),
+                )
+            }
+        }
+        if !(1..=3600).contains(&self.sweep_interval_seconds) {
+            return invalid("cluster.sweep_interval_seconds must be 1 to 3600".into());
+        }
+        Ok(())
+    }
 }
 
 /// The platform's Telegram bot: its token and webhook secret are read from files, never from the
@@ -295,6 +412,7 @@ impl Default for Config {
             dev_mode: false,
             shutdown_grace_seconds: 20,
             bot: BotConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -373,6 +491,7 @@ impl Config {
         }
         self.check_auth()?;
         self.check_bot()?;
+        self.cluster.check()?;
         if self.repo.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "repo.max_batch must be at least 1".into(),

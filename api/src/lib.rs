@@ -24,6 +24,9 @@
 //!   SQLite or PostgreSQL. [`placeholders`]: the SQL placeholders of statements built at run time.
 //! - [`config`]: layered configuration; [`telegram`]: bot token format and getMe; [`bot`]: the
 //!   platform bot (webhook, conversation, outbox of Bot API calls, notices to owners).
+//! - [`cluster`]: hearing back from the cluster, read-only: reflectors over the tenants' Flux
+//!   Kustomizations, Deployments and Pods, the pipeline committed → applied → running with
+//!   health reasons, the sweep behind the gauges and the admin view.
 //! - [`app`]: wiring and graceful shutdown. [`dev`]: the one-command local platform;
 //!   [`dev_proxy`]: its token proxy (in process, fed from the state repo's table).
 //!
@@ -37,6 +40,7 @@ pub mod app;
 pub mod auth;
 pub mod bot;
 pub mod budget;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod dev_proxy;

@@ -263,3 +263,37 @@ fn entry(commit: &git2::Commit<'_>) -> HistoryEntry {
         subject,
     }
 }
+
+/// Ancestry questions on the api's clone ("does the revision Flux applied contain our commit?"),
+/// one handle for many questions, each pair answered once.
+pub struct Ancestry {
+    repo: Repository,
+    answers: std::collections::HashMap<(Oid, Oid), Option<bool>>,
+}
+
+impl Ancestry {
+    pub fn open(path: &Path) -> Result<Ancestry, ReadError> {
+        Ok(Ancestry {
+            repo: Repository::open_bare(path)?,
+            answers: Default::default(),
+        })
+    }
+
+    /// Whether `descendant` is `ancestor` or a descendant of it. None: one of them is not a
+    /// commit id, or not in the clone (a commit made elsewhere and not fetched yet).
+    pub fn contains(&mut self, descendant: &str, ancestor: &str) -> Option<bool> {
+        let d = Oid::from_str(descendant).ok()?;
+        let a = Oid::from_str(ancestor).ok()?;
+        if d == a {
+            return Some(true);
+        }
+        if let Some(known) = self.answers.get(&(d, a)) {
+            return *known;
+        }
+        let answer = (self.repo.find_commit(d).is_ok() && self.repo.find_commit(a).is_ok())
+            .then(|| self.repo.graph_descendant_of(d, a).ok())
+            .flatten();
+        self.answers.insert((d, a), answer);
+        answer
+    }
+}

@@ -660,3 +660,89 @@ async fn encrypt_secrets(
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(format!("cannot encrypt the tenant's secrets: {e}")))
 }
+
+/// The tenant's status from the cluster: our last commit for it (at the head), then applied and
+/// running as the watch caches show them. Without a cluster the answer says "no cluster
+/// connected" (never an error).
+pub async fn status(
+    state: &Shared,
+    tenant: &AuthorizedTenant,
+) -> Result<crate::cluster::status::TenantStatus, ApiError> {
+    let view = view(state, tenant).await?;
+    let committed = view
+        .last_commit
+        .map(|c| crate::cluster::pipeline::Committed {
+            at: time::OffsetDateTime::parse(
+                &c.time,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map(|t| t.unix_timestamp())
+            .unwrap_or_default(),
+            commit: c.commit,
+        });
+    let st = state.clone();
+    let name = tenant.name().clone();
+    tokio::task::spawn_blocking(move || {
+        let clock = crate::cluster::status::Clock::now(st.config.cluster.unhealthy_after_seconds);
+        crate::cluster::status::for_tenant(
+            &st.cluster,
+            &st.config.repo.local_path,
+            &name,
+            committed,
+            clock,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The tenants that should run and do not (suspended ones are not listed), for admins.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotRunning {
+    pub connected: bool,
+    pub cluster: String,
+    pub tenants: Vec<NotRunningTenant>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotRunningTenant {
+    pub name: String,
+    pub pipeline: crate::cluster::pipeline::PipelineStatus,
+}
+
+/// Every tenant of the index that is not running (admins only: 403 otherwise).
+pub async fn tenants_not_running(state: &Shared, caller: &Caller) -> Result<NotRunning, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden(
+            "only admins list the tenants that are not running; a customer asks /v1/tenants/{name}/status".into(),
+        ));
+    }
+    let (connected, words) = crate::cluster::status::link_text(&state.cluster);
+    let rows = state
+        .store
+        .tenants()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let st = state.clone();
+    let swept = tokio::task::spawn_blocking(move || {
+        let clock = crate::cluster::status::Clock::now(st.config.cluster.unhealthy_after_seconds);
+        crate::cluster::status::sweep(&st.cluster, &st.config.repo.local_path, &rows, clock)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    use crate::cluster::pipeline::{Health, Phase};
+    let tenants = swept
+        .into_iter()
+        .filter(|(_, p)| p.phase != Phase::Running && p.health != Health::Suspended)
+        .map(|(name, pipeline)| NotRunningTenant { name, pipeline })
+        .collect();
+    Ok(NotRunning {
+        connected,
+        cluster: words.to_owned(),
+        tenants,
+    })
+}

@@ -110,6 +110,15 @@ struct Job {
 pub struct WriterHandle {
     tx: SyncSender<Job>,
     remote_ok: Arc<AtomicBool>,
+    /// The last commit pushed and when (for telling Flux at once, `cluster::receiver`).
+    pushes: tokio::sync::watch::Receiver<Option<Pushed>>,
+}
+
+/// A push the remote took: the branch's new tip and the moment it was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    pub tip: Oid,
+    pub at: Instant,
 }
 
 impl WriterHandle {
@@ -121,6 +130,7 @@ impl WriterHandle {
         WriterHandle {
             tx,
             remote_ok: Arc::new(AtomicBool::new(false)),
+            pushes: tokio::sync::watch::channel(None).1,
         }
     }
 
@@ -152,6 +162,11 @@ impl WriterHandle {
     }
 
     /// Whether the last push or fetch reached the remote.
+    /// Follows the pushes: changes each time the remote takes the branch's new tip.
+    pub fn pushes(&self) -> tokio::sync::watch::Receiver<Option<Pushed>> {
+        self.pushes.clone()
+    }
+
     pub fn remote_ok(&self) -> bool {
         self.remote_ok.load(Ordering::Relaxed)
     }
@@ -197,6 +212,7 @@ pub struct Writer {
     /// Outbox rows could not be checked against the remote yet (it was unreachable at start).
     recovering: bool,
     remote_ok: Arc<AtomicBool>,
+    pushes: tokio::sync::watch::Sender<Option<Pushed>>,
 }
 
 /// Starts the writer thread: replays the outbox, then serves changes until every handle is dropped.
@@ -212,6 +228,7 @@ pub fn spawn(
     let next_seq = runtime.block_on(store.next_seq())?;
     let remote_ok = Arc::new(AtomicBool::new(true));
     let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+    let (pushes, pushes_rx) = tokio::sync::watch::channel(None);
     let mut writer = Writer {
         repo,
         store,
@@ -224,13 +241,21 @@ pub fn spawn(
         unmarked: Vec::new(),
         recovering: true,
         remote_ok: remote_ok.clone(),
+        pushes,
     };
     writer.recover();
     let thread = std::thread::Builder::new()
         .name("state-repo-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| WriteError::Internal(e.to_string()))?;
-    Ok((WriterHandle { tx, remote_ok }, thread))
+    Ok((
+        WriterHandle {
+            tx,
+            remote_ok,
+            pushes: pushes_rx,
+        },
+        thread,
+    ))
 }
 
 fn now_ms() -> i64 {
@@ -674,6 +699,10 @@ impl Writer {
             match self.repo.push(self.tip) {
                 Ok(()) => {
                     self.remote_ok.store(true, Ordering::Relaxed);
+                    self.pushes.send_replace(Some(Pushed {
+                        tip: self.tip,
+                        at: Instant::now(),
+                    }));
                     metrics::histogram!("api_push_seconds").record(started.elapsed().as_secs_f64());
                     tracing::debug!(
                         commits = self.pending.len(),

@@ -11,6 +11,7 @@
 
 pub mod agent_pod;
 pub mod bot_api;
+pub mod kube_api;
 pub mod outside_tool;
 pub mod pod;
 pub mod ssh;
@@ -207,6 +208,8 @@ pub struct Options {
     pub http_remote: bool,
     /// `repo.max_packs`: the most pack files in the state repo's pack folders.
     pub max_packs: usize,
+    /// `[cluster]`: off, or the stand-in's URL (`kube_api::KubeApi`).
+    pub cluster: api::config::ClusterConfig,
 }
 
 impl Default for Options {
@@ -222,6 +225,7 @@ impl Default for Options {
             trusted_proxies: Vec::new(),
             http_remote: false,
             max_packs: Config::default().repo.max_packs,
+            cluster: api::config::ClusterConfig::default(),
         }
     }
 }
@@ -323,6 +327,7 @@ impl Platform {
         config.auth.max_tenants_per_customer = options.max_tenants_per_customer;
         config.auth.customer_writes_per_minute = options.customer_writes_per_minute;
         config.auth.trusted_proxies = options.trusted_proxies.clone();
+        config.cluster = options.cluster.clone();
         config.check().unwrap();
         let mut platform = Platform {
             dir,

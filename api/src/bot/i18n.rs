@@ -149,6 +149,16 @@ pub enum Msg {
         used: u64,
         budget: u64,
     },
+    /// From the cluster status (`cluster::status::HealthNotice`): to the owner, or to an admin.
+    NoticeUnhealthy {
+        name: String,
+        reason: String,
+        admin: bool,
+    },
+    NoticeRecovered {
+        name: String,
+        admin: bool,
+    },
 }
 
 fn l(lang: Lang, en: &str, pt: &str) -> String {
@@ -310,6 +320,18 @@ pub fn text(lang: Lang, msg: &Msg) -> String {
             (Lang::En, false) => format!("Your agent {name} has used {percent}% of its monthly budget ({used} of {budget} tokens)."),
             (Lang::PtBr, true) => format!("Seu agente {name} usou todo o orçamento do mês ({used} de {budget} tokens): ele não pode responder até o mês que vem."),
             (Lang::PtBr, false) => format!("Seu agente {name} usou {percent}% do orçamento do mês ({used} de {budget} tokens)."),
+        },
+        NoticeUnhealthy { name, reason, admin } => match (lang, admin) {
+            (Lang::En, false) => format!("Your agent {name} is not running ({reason}). We are looking into it."),
+            (Lang::En, true) => format!("Tenant {name} is unhealthy: {reason}"),
+            (Lang::PtBr, false) => format!("Seu agente {name} não está rodando ({reason}). Estamos verificando."),
+            (Lang::PtBr, true) => format!("O tenant {name} não está saudável: {reason}"),
+        },
+        NoticeRecovered { name, admin } => match (lang, admin) {
+            (Lang::En, false) => format!("Your agent {name} is running again."),
+            (Lang::En, true) => format!("Tenant {name} is running again."),
+            (Lang::PtBr, false) => format!("Seu agente {name} está rodando de novo."),
+            (Lang::PtBr, true) => format!("O tenant {name} está rodando de novo."),
         },
     }
 }

@@ -110,6 +110,69 @@ impl Bot {
             queued += self.notice(&entry.tenant, &key, msg).await? as usize;
             seen.notices.insert(key);
         }
+        queued += self.health_notices().await?;
+        Ok(queued)
+    }
+
+    /// The cluster status's health notices (`cluster::status::health_transitions`): to the
+    /// owner and to the admins, each once per episode. A notice not queued because the database
+    /// failed goes back to the cluster's queue for the next round.
+    async fn health_notices(&self) -> Result<usize, StoreError> {
+        let mut queued = 0;
+        let mut notices = self.state.cluster.take_health_notices().into_iter();
+        while let Some(n) = notices.next() {
+            match self.health_notice(&n).await {
+                Ok(n) => queued += n,
+                Err(e) => {
+                    let mut back = vec![n];
+                    back.extend(notices);
+                    self.state.cluster.queue_health_notices(back);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(queued)
+    }
+
+    async fn health_notice(
+        &self,
+        n: &crate::cluster::status::HealthNotice,
+    ) -> Result<usize, StoreError> {
+        let msg = |admin| match n.unhealthy {
+            true => Msg::NoticeUnhealthy {
+                name: n.tenant.clone(),
+                reason: n.reason.clone(),
+                admin,
+            },
+            false => Msg::NoticeRecovered {
+                name: n.tenant.clone(),
+                admin,
+            },
+        };
+        let mut queued = self.notice(&n.tenant, &n.key, msg(false)).await? as usize;
+        let mut messages = Vec::new();
+        for &admin in &self.state.config.auth.admin_telegram_ids {
+            let chat = self.db.chat(admin).await?;
+            let reply = Reply {
+                text: text(lang_of(&chat, None), &msg(true)),
+                buttons: Vec::new(),
+            };
+            messages.push(OutMsg {
+                id: format!("n-{}:admin:{admin}", n.key),
+                chat_id: admin,
+                method: "sendMessage".into(),
+                payload: send_message(admin, &reply),
+            });
+        }
+        if !messages.is_empty()
+            && self
+                .db
+                .notice(&format!("{}:admins", n.key), &messages, now_ms())
+                .await?
+        {
+            queued += messages.len();
+            self.sender_wake.notify_one();
+        }
         Ok(queued)
     }
 

@@ -50,6 +50,8 @@ pub struct AppState {
     pub ledger: Arc<crate::usage::Ledger>,
     /// Signing keys, Telegram login secret, limiters.
     pub auth: Auth,
+    /// The cluster's status (watch caches), or off.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             metrics,
             admins,
             auth: Auth::without_keys(&config),
+            cluster: crate::cluster::Cluster::off(),
             config,
             head: HeadConfig::default(),
             in_flight: Mutex::new(HashSet::new()),
@@ -95,6 +98,12 @@ impl AppState {
     /// Replaces the sign-in material (keys, Telegram login secret) with `auth`.
     pub fn with_auth(mut self, auth: Auth) -> AppState {
         self.auth = auth;
+        self
+    }
+
+    /// Reads the cluster's status from `cluster`.
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> AppState {
+        self.cluster = cluster;
         self
     }
 

@@ -7,6 +7,7 @@
 //! - [`sessions`]: sign-in, sessions, the caller's account, the JWKS;
 //! - [`usage`]: the proxies' usage ingest and the customers' usage reads;
 //! - [`budget`]: the budget feed the proxies poll;
+//! - [`status`]: a tenant's status from the cluster and the admin view of tenants not running;
 //! - [`ops`]: health, readiness, metrics, the OpenAPI document;
 //! - [`dev`]: the endpoints of `openclaw-api dev` only.
 //!
@@ -17,6 +18,7 @@ pub mod budget;
 pub mod dev;
 pub mod ops;
 pub mod sessions;
+pub mod status;
 pub mod tenants;
 pub mod usage;
 
@@ -42,7 +44,7 @@ use crate::http::{ApiError, Shared, MAX_BODY_BYTES};
     paths(tenants::provision, tenants::update_settings, tenants::suspend, tenants::reactivate, tenants::resize, tenants::rotate_proxy_token,
         tenants::destroy, tenants::get_tenant, tenants::history, ops::healthz, ops::readyz, ops::metrics_endpoint,
         tenants::list_tenants, sessions::telegram_login, sessions::telegram_callback, sessions::dev_login, sessions::refresh, sessions::logout,
-        sessions::logout_all, sessions::me, sessions::update_me, sessions::jwks),
+        sessions::logout_all, sessions::me, sessions::update_me, sessions::jwks, status::tenant_status, status::not_running),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -88,6 +90,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(tenants::routes())
         .merge(sessions::routes())
+        .merge(status::routes())
         .merge(usage::routes())
         .merge(budget::routes())
         .merge(ops::routes())
