@@ -156,12 +156,15 @@ impl Bot {
             let reply = Reply {
                 text: text(lang_of(&chat, None), &msg(true)),
                 buttons: Vec::new(),
+                once: None,
             };
             messages.push(OutMsg {
                 id: format!("n-{}:admin:{admin}", n.key),
                 chat_id: admin,
                 method: "sendMessage".into(),
                 payload: send_message(admin, &reply),
+                // Queued once under the admins' key by `notice` below.
+                once: None,
             });
         }
         if !messages.is_empty()
