@@ -4,9 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
@@ -35,20 +34,6 @@ pub enum AppError {
     Auth(String),
     #[error("platform bot: {0}")]
     Bot(String),
-}
-
-/// The process-wide Prometheus recorder (a process has one; tests start several apps).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (by an embedding program): keep ours local then.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
 }
 
 /// A started api.
@@ -114,8 +99,7 @@ pub async fn start(
     })
     .await
     .map_err(|e| AppError::Writer(WriteError::Internal(e.to_string())))??;
-    let state =
-        Arc::new(AppState::new(config.clone(), store, handle, metrics_handle()).with_auth(auth));
+    let state = Arc::new(AppState::new(config.clone(), store, handle).with_auth(auth));
     crate::feed_refresher::spawn_refresher(&state);
     let bot = crate::bot::Bot::load(&state).await.map_err(AppError::Bot)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
