@@ -12,7 +12,7 @@ fn objects(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(&path).unwrap();
     // The compiler writes one document per object, separated by `---` lines.
     text.split("\n---\n")
-        .map(|doc| serde_yaml::from_str(doc).unwrap())
+        .map(|doc| compiler::yaml::parse(doc).unwrap())
         .collect()
 }
 
