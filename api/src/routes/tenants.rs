@@ -19,7 +19,7 @@ use crate::http::{
 };
 use crate::idempotency::submit;
 use crate::reader::{HistoryEntry, TenantView};
-use crate::tenant_ops::{self, ProvisionRequest, ReasonBody, ResizeBody, SettingsBody};
+use crate::tenant_ops::{self, Prepared, ProvisionRequest, ReasonBody, ResizeBody, SettingsBody};
 use crate::writer::ChangeResponse;
 
 /// The tenant routes.
@@ -139,16 +139,13 @@ pub async fn suspend(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ReasonBody = optional_body(&headers, &raw)?;
-    let path = format!("/v1/tenants/{}/suspend", tenant.name());
-    submit(
+    with_reason(
         &state,
+        &tenant,
         &headers,
-        Method::POST,
-        &path,
         &raw,
-        tenant.caller(),
-        async |request_id| tenant_ops::suspend(&tenant, body.reason, request_id),
+        "suspend",
+        tenant_ops::suspend,
     )
     .await
 }
@@ -164,16 +161,40 @@ pub async fn reactivate(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ReasonBody = optional_body(&headers, &raw)?;
-    let path = format!("/v1/tenants/{}/reactivate", tenant.name());
-    submit(
+    with_reason(
         &state,
+        &tenant,
         &headers,
+        &raw,
+        "reactivate",
+        tenant_ops::reactivate,
+    )
+    .await
+}
+
+/// A `tenant_ops` action whose only input is an optional reason (suspend, reactivate).
+type ReasonedAction = fn(&AuthorizedTenant, Option<String>, String) -> Result<Prepared, ApiError>;
+
+/// `POST /v1/tenants/{name}/{verb}` with an optional `{"reason": …}` body: the body checked,
+/// then `action` submitted through [`submit`] under the request's path.
+async fn with_reason(
+    state: &Shared,
+    tenant: &AuthorizedTenant,
+    headers: &HeaderMap,
+    raw: &Bytes,
+    verb: &str,
+    action: ReasonedAction,
+) -> Result<Response, ApiError> {
+    let body: ReasonBody = optional_body(headers, raw)?;
+    let path = format!("/v1/tenants/{}/{verb}", tenant.name());
+    submit(
+        state,
+        headers,
         Method::POST,
         &path,
-        &raw,
+        raw,
         tenant.caller(),
-        async |request_id| tenant_ops::reactivate(&tenant, body.reason, request_id),
+        async |request_id| action(tenant, body.reason, request_id),
     )
     .await
 }
