@@ -157,7 +157,7 @@ async fn main() {
         ..Config::default()
     };
     config.repo.local_path = dir.path().join("api-clone.git");
-    config.repo.remote_url = remote.display().to_string();
+    config.repo.remote_url = remote.display().to_string().into();
     config.telegram.base_url = telegram_stand_in().await;
     config.telegram.verification = TelegramVerification::Getme;
     config.admin_tokens = vec![AdminToken {

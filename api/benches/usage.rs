@@ -213,7 +213,7 @@ async fn main() {
         ..Config::default()
     };
     config.repo.local_path = dir.path().join("api-clone.git");
-    config.repo.remote_url = remote.display().to_string();
+    config.repo.remote_url = remote.display().to_string().into();
     config.telegram.verification = TelegramVerification::Getme;
     config.proxy_credentials = vec![ProxyCredential {
         name: "bench".into(),

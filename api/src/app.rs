@@ -4,9 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
@@ -39,20 +38,6 @@ pub enum AppError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("flux receiver: {0}")]
     Receiver(String),
-}
-
-/// The process-wide Prometheus recorder (a process has one; tests start several apps).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (by an embedding program): keep ours local then.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
 }
 
 /// A started api.
@@ -154,7 +139,7 @@ pub async fn start(
         )
     });
     let state = Arc::new(
-        AppState::new(config.clone(), store, handle, metrics_handle())
+        AppState::new(config.clone(), store, handle)
             .with_auth(auth)
             .with_cluster(cluster),
     );

@@ -169,7 +169,7 @@ struct ConfigMapData {
 
 fn parse_shard(path: &str, bytes: &[u8]) -> Result<Vec<(String, HeadTenant)>, String> {
     let map: ConfigMapData =
-        serde_yaml::from_slice(bytes).map_err(|e| format!("{path}: not a ConfigMap: {e}"))?;
+        compiler::yaml::parse_slice(bytes).map_err(|e| format!("{path}: not a ConfigMap: {e}"))?;
     let mut entries = Vec::new();
     for (key, text) in map.data.iter().filter(|(k, _)| k.ends_with(".json")) {
         let table = compiler::tenant_table::parse_shard_json(text)

@@ -203,8 +203,12 @@ impl Default for BotConfig {
 pub struct RepoConfig {
     /// The api's own bare clone (created on first start).
     pub local_path: PathBuf,
-    /// The repository Flux watches: a path, `file://`, `ssh://` or `https://` URL.
-    pub remote_url: String,
+    /// The repository Flux watches: a path, `file://`, `ssh://` or `https://` URL. A secret: an
+    /// HTTPS URL may carry credentials (`https://user:token@host/…`); errors and logs show it
+    /// through [`redact_url_credentials`]. Not serialised (the defaults layer gets it from
+    /// [`default_remote_url`]).
+    #[serde(default = "default_remote_url", skip_serializing)]
+    pub remote_url: SecretString,
     /// Branch to commit to.
     pub branch: String,
     /// Private key for SSH remotes.
@@ -340,6 +344,36 @@ pub struct PreviousKey {
     pub public_key_pem: Option<String>,
 }
 
+/// The default state repo: a bare repository beside the api's data.
+pub fn default_remote_url() -> SecretString {
+    SecretString::from("data/state.git")
+}
+
+/// `text` with the userinfo of every URL in it hidden (`https://user:token@host/x` becomes
+/// `https://***@host/x`), for errors and logs that may quote a remote's URL.
+pub fn redact_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '"' | '\'' | '<' | '>' | '`'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The embedded default database.
 pub fn default_database_url() -> SecretString {
     SecretString::from("sqlite://data/api.db?mode=rwc")
@@ -387,7 +421,7 @@ impl Default for Config {
             database_max_connections: 8,
             repo: RepoConfig {
                 local_path: "data/api-clone.git".into(),
-                remote_url: "data/state.git".into(),
+                remote_url: default_remote_url(),
                 branch: "main".into(),
                 ssh_key_path: None,
                 token_path: None,
@@ -651,9 +685,12 @@ mod tests {
         let mut config = Config::default();
         config.auth.private_key_pem = Some("-----BEGIN PRIVATE KEY-----".into());
         config.database_url = "postgres://api:hunter2-db-password@db:5432/api".into();
+        config.repo.remote_url =
+            "https://x-access-token:ghp_hunter3@git.example.com/state.git".into();
         let shown = format!("{config:?}");
         assert!(!shown.contains("BEGIN PRIVATE KEY"), "{shown}");
         assert!(!shown.contains("hunter2-db-password"), "{shown}");
+        assert!(!shown.contains("ghp_hunter3"), "{shown}");
         // The database URL comes in through every layer, the environment included, and stays hidden.
         figment::Jail::expect_with(|jail| {
             jail.set_env(
@@ -668,6 +705,59 @@ mod tests {
             assert!(!format!("{config:?}").contains("hunter2"));
             Ok(())
         });
+        // So does the remote's URL, from a file as from the environment.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "api.toml",
+                "[repo]\nremote_url = \"https://bot:ghp_hunter3@git.example.com/state.git\"\n",
+            )?;
+            let config =
+                Config::load(Some(std::path::Path::new("api.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.repo.remote_url.expose_secret(),
+                "https://bot:ghp_hunter3@git.example.com/state.git"
+            );
+            assert!(!format!("{config:?}").contains("ghp_hunter3"));
+            jail.set_env(
+                "OPENCLAW_API_REPO__REMOTE_URL",
+                "https://bot:ghp_hunter4@git.example.com/state.git",
+            );
+            let config =
+                Config::load(Some(std::path::Path::new("api.toml"))).map_err(|e| e.to_string())?;
+            assert!(config
+                .repo
+                .remote_url
+                .expose_secret()
+                .contains("ghp_hunter4"));
+            assert!(!format!("{config:?}").contains("ghp_hunter4"));
+            Ok(())
+        });
+        // Without one, the default stays.
+        assert_eq!(
+            Config::default().repo.remote_url.expose_secret(),
+            "data/state.git"
+        );
+    }
+
+    #[test]
+    fn url_credentials_are_redacted_in_text() {
+        assert_eq!(
+            redact_url_credentials(
+                "failed to push to https://bot:ghp_secret@git.example.com/state.git: 401"
+            ),
+            "failed to push to https://***@git.example.com/state.git: 401"
+        );
+        assert_eq!(
+            redact_url_credentials("'ssh://git@host:22/x' and http://u:p@a/ then http://plain/"),
+            "'ssh://***@host:22/x' and http://***@a/ then http://plain/"
+        );
+        // A password holding '@' is hidden whole.
+        assert_eq!(
+            redact_url_credentials("https://u:p@ss@host"),
+            "https://***@host"
+        );
+        assert_eq!(redact_url_credentials("no url here"), "no url here");
+        assert_eq!(redact_url_credentials("data/state.git"), "data/state.git");
     }
 
     #[test]

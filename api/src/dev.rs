@@ -169,7 +169,7 @@ pub fn config(
         ..Config::default()
     };
     config.repo.local_path = paths.api_clone();
-    config.repo.remote_url = paths.state_repo().display().to_string();
+    config.repo.remote_url = paths.state_repo().display().to_string().into();
     config.repo.age_identity_path = Some(paths.identity());
     config.auth.private_key_path = Some(paths.jwt_key());
     config.auth.key_id = "dev".into();

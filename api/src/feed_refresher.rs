@@ -34,7 +34,9 @@ async fn refresh(state: &Arc<AppState>, cache: TableCache) -> (TableCache, Resul
         Err(e) => return (cache, Err(format!("cannot read usage: {e}"))),
     };
     let snapshot = build(period, cache.budgets().clone(), &used);
-    metrics::gauge!("api_budget_feed_tenants").set(cache.budgets().len() as f64);
+    crate::metrics::get()
+        .budget_feed_tenants
+        .set(cache.budgets().len() as i64);
     state.ledger.feed.publish(snapshot);
     (cache, Ok(()))
 }

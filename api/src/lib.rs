@@ -15,6 +15,7 @@
 //!   tokens, cookies, CSRF, client addresses, rate limits.
 //! - [`usage`]: the usage ledger (batch checks, storage, aggregates); [`budget`]: the budget feed
 //!   the proxies poll, kept current by [`feed_refresher`]; [`period`]: their UTC months.
+//! - [`metrics`]: every Prometheus metric of the api and the text /metrics serves.
 //! - The write path: [`lifecycle`] (what each action does to a tenant's files; links the
 //!   compiler), [`writer`] (the single writer thread: batching, outbox, push retries, crash
 //!   replay), [`state_repo`] (git plumbing: in-memory trees, packs and refs written and flushed
@@ -48,6 +49,7 @@ pub mod feed_refresher;
 pub mod http;
 pub mod idempotency;
 pub mod lifecycle;
+pub mod metrics;
 pub mod period;
 pub mod placeholders;
 pub mod reader;

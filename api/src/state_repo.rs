@@ -27,7 +27,9 @@ use git2::{
     Repository, Signature, Tree,
 };
 
-use crate::config::RepoConfig;
+use secrecy::ExposeSecret;
+
+use crate::config::{redact_url_credentials, RepoConfig};
 use objects::{ObjectCache, Objects, Staging};
 use pack::PackName;
 use refs::{Expect, RefError};
@@ -180,11 +182,13 @@ impl StateRepo {
             std::fs::create_dir_all(path)?;
             let repo = Repository::init_bare(path)?;
             repo.set_head(&format!("refs/heads/{}", config.branch))?;
-            repo.remote(REMOTE, &config.remote_url)?;
+            repo.remote(REMOTE, config.remote_url.expose_secret())
+                .map_err(redacted)?;
             repo
         };
-        if repo.find_remote(REMOTE)?.url() != Some(config.remote_url.as_str()) {
-            repo.remote_set_url(REMOTE, &config.remote_url)?;
+        let url = config.remote_url.expose_secret();
+        if repo.find_remote(REMOTE)?.url() != Some(url) {
+            repo.remote_set_url(REMOTE, url).map_err(redacted)?;
         }
         let state = StateRepo {
             repo,
@@ -310,7 +314,7 @@ impl StateRepo {
         let mut remote = self
             .repo
             .find_remote(REMOTE)
-            .map_err(|e| PushError::Unreachable(e.message().to_owned()))?;
+            .map_err(|e| PushError::Unreachable(redact_url_credentials(e.message())))?;
         let mut options = FetchOptions::new();
         options.remote_callbacks(self.callbacks());
         let refspec = format!("+refs/heads/{}:{}", self.config.branch, self.tracking_ref());
@@ -325,7 +329,7 @@ impl StateRepo {
     pub fn push(&mut self, tip: Oid) -> Result<(), PushError> {
         let unreachable = |e: RepoError| PushError::Unreachable(e.to_string());
         self.set_local_tip(tip).map_err(unreachable)?;
-        if let Some(path) = local_path(&self.config.remote_url) {
+        if let Some(path) = local_path(self.config.remote_url.expose_secret()) {
             self.push_local(&path, tip)?;
             self.pushed_packs();
             return self.set_remote_tip(tip, false).map_err(unreachable);
@@ -333,7 +337,7 @@ impl StateRepo {
         let mut remote = self
             .repo
             .find_remote(REMOTE)
-            .map_err(|e| PushError::Unreachable(e.message().to_owned()))?;
+            .map_err(|e| PushError::Unreachable(redact_url_credentials(e.message())))?;
         let mut rejected = None;
         let mut callbacks = self.callbacks();
         callbacks.push_update_reference(|_refname, status| {
@@ -445,7 +449,8 @@ impl StateRepo {
         let m = &mut self.maintenance;
         let inputs: Vec<PackName> = m.classes[class].drain(..ROLLUP_FAN_IN).collect();
         let due = m.due_for_removal();
-        let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
+        let remote =
+            local_path(self.config.remote_url.expose_secret()).map(|p| p.join("objects/pack"));
         let spawned = std::thread::Builder::new()
             .name("pack-rollup".into())
             .spawn(move || {
@@ -489,7 +494,7 @@ impl StateRepo {
         let m = &mut self.maintenance;
         m.since_repack = 0;
         let mut dirs = vec![self.config.local_path.clone()];
-        if let Some(remote) = local_path(&self.config.remote_url) {
+        if let Some(remote) = local_path(self.config.remote_url.expose_secret()) {
             dirs.push(remote);
         }
         let script = dirs
@@ -523,7 +528,8 @@ impl StateRepo {
             m.join_rollup();
         }
         let due = m.due_for_removal();
-        let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
+        let remote =
+            local_path(self.config.remote_url.expose_secret()).map(|p| p.join("objects/pack"));
         if let Err(e) = remove_packs(&clone, remote.as_deref(), &due) {
             tracing::warn!(error = %e, "cannot remove rolled-up packs");
         }
@@ -538,7 +544,7 @@ impl StateRepo {
     /// How many packs the clone's pack folder, or a remote on this machine's, holds (the larger).
     fn pack_count(&self) -> std::io::Result<usize> {
         let clone = pack::count(&self.config.local_path.join("objects/pack"))?;
-        let remote = match local_path(&self.config.remote_url) {
+        let remote = match local_path(self.config.remote_url.expose_secret()) {
             Some(remote) if remote.join("objects/pack").is_dir() => {
                 pack::count(&remote.join("objects/pack"))?
             }
@@ -555,7 +561,8 @@ impl StateRepo {
     /// and lets the batch through.
     fn make_room(&mut self) -> std::io::Result<()> {
         let clone = self.config.local_path.join("objects/pack");
-        let remote = local_path(&self.config.remote_url).map(|p| p.join("objects/pack"));
+        let remote =
+            local_path(self.config.remote_url.expose_secret()).map(|p| p.join("objects/pack"));
         loop {
             let m = &self.maintenance;
             // A rollup or `git repack` in flight adds its pack before it removes any.
@@ -607,7 +614,7 @@ impl StateRepo {
         }
         self.make_room()?;
         let pack_dir = self.config.local_path.join("objects/pack");
-        let remote = local_path(&self.config.remote_url)
+        let remote = local_path(self.config.remote_url.expose_secret())
             .map(|p| p.join("objects/pack"))
             .filter(|p| p.is_dir());
         match remote {
@@ -827,8 +834,18 @@ pub fn probe_remote(config: &RepoConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// A remote operation's error, with what to do about an SSH host key nobody listed.
+/// A git error about the remote's URL, with any credentials in the URL hidden.
+fn redacted(e: git2::Error) -> git2::Error {
+    git2::Error::new(e.code(), e.class(), redact_url_credentials(e.message()))
+}
+
+/// A remote operation's error, with what to do about an SSH host key nobody listed, and any
+/// credentials of the remote's URL hidden.
 fn remote_error(e: &git2::Error) -> String {
+    redact_url_credentials(&remote_error_text(e))
+}
+
+fn remote_error_text(e: &git2::Error) -> String {
     if e.class() == git2::ErrorClass::Ssh && e.message().contains("hostkey") {
         let home = std::env::var("HOME").unwrap_or_else(|_| "~".into());
         return format!(
@@ -890,7 +907,7 @@ mod tests {
     fn config(dir: &Path, remote: &Path) -> RepoConfig {
         let mut config = Config::default().repo;
         config.local_path = dir.join("clone.git");
-        config.remote_url = remote.display().to_string();
+        config.remote_url = remote.display().to_string().into();
         config
     }
 

@@ -494,7 +494,9 @@ impl Writer {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
-        metrics::histogram!("api_write_batch_size").record(jobs.len() as f64);
+        crate::metrics::get()
+            .write_batch_size
+            .observe(jobs.len() as f64);
         if self.recovering {
             self.recover();
         }
@@ -576,7 +578,9 @@ impl Writer {
             return;
         }
         let applied = started.elapsed();
-        metrics::histogram!("api_apply_seconds").record(applied.as_secs_f64());
+        crate::metrics::get()
+            .apply_seconds
+            .observe(applied.as_secs_f64());
         // Group commit: the batch's database transaction runs while its pack is written and
         // flushed; the remote's branch moves only once both are durable.
         let records: Vec<Recorded> = fresh
@@ -601,7 +605,9 @@ impl Writer {
             }
             Err(_) => Err(StoreError::Sqlx(sqlx::Error::WorkerCrashed)),
         };
-        metrics::histogram!("api_record_seconds").record(recorded.elapsed().as_secs_f64());
+        crate::metrics::get()
+            .record_seconds
+            .observe(recorded.elapsed().as_secs_f64());
         tracing::debug!(
             changes = fresh.len(),
             apply_ms = applied.as_millis() as u64,
@@ -657,8 +663,10 @@ impl Writer {
             return;
         }
         for p in &fresh {
-            metrics::counter!("api_commits_total", "action" => p.change.operation.action())
-                .increment(1);
+            crate::metrics::get()
+                .commits
+                .with_label_values(&[p.change.operation.action()])
+                .inc();
         }
         self.pending.extend(fresh);
         self.flush();
@@ -703,7 +711,9 @@ impl Writer {
                         tip: self.tip,
                         at: Instant::now(),
                     }));
-                    metrics::histogram!("api_push_seconds").record(started.elapsed().as_secs_f64());
+                    crate::metrics::get()
+                        .push_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     tracing::debug!(
                         commits = self.pending.len(),
                         push_ms = started.elapsed().as_millis() as u64,
@@ -713,7 +723,7 @@ impl Writer {
                     return;
                 }
                 Err(PushError::Rejected) => {
-                    metrics::counter!("api_push_rejections_total").increment(1);
+                    crate::metrics::get().push_rejections.inc();
                     tracing::info!(
                         attempt,
                         pending = self.pending.len(),

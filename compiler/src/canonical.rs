@@ -32,7 +32,7 @@ pub fn yaml_value(value: &Value) -> String {
 /// Writes one YAML document for a JSON value. The emitter is deliberately small: block mappings and
 /// sequences, keys in sorted order, plain scalars only where YAML cannot read them as anything but that
 /// string, double-quoted (JSON-escaped) strings elsewhere, and literal blocks for multi-line text. Its output
-/// parses back to the same value (tested against serde_yaml, including by property tests).
+/// parses back to the same value (tested against the YAML library, including by property tests).
 fn emit_document(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) if !map.is_empty() => emit_mapping(map, 0, out),
@@ -81,7 +81,7 @@ fn emit_value_after_key(value: &Value, level: usize, out: &mut String) {
             indent(level + 2, out);
             emit_mapping(m, level + 2, out);
         }
-        // Sequences under a key are written at the key's indentation, as kubectl and serde_yaml do.
+        // Sequences under a key are written at the key's indentation, as kubectl and the YAML library do.
         Value::Array(items) if !items.is_empty() => {
             out.push('\n');
             indent(level, out);
@@ -260,7 +260,7 @@ mod tests {
         #[test]
         fn emitted_yaml_reads_back_as_the_same_value(v in arb_value()) {
             let text = yaml(&v);
-            let back: Value = serde_yaml::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            let back: Value = crate::yaml::parse(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
             prop_assert_eq!(back, v, "{}", text);
         }
     }
@@ -307,7 +307,7 @@ mod tests {
         for word in RESERVED_WORDS {
             assert!(!is_plain_safe(word), "{word} written plain");
             let v = Value::String(word.to_string());
-            let back: Value = serde_yaml::from_str(&yaml(&v)).unwrap();
+            let back: Value = crate::yaml::parse(&yaml(&v)).unwrap();
             assert_eq!(back, v);
         }
     }
@@ -318,7 +318,7 @@ mod tests {
         assert_eq!(yaml(&v), "a:\n  c: x\n  d:\n  - 1\n  - 2\nb: 1\n");
         let strings = serde_json::json!({"plain": "a-b/c.d", "num": "1", "yes": "yes", "text": "one\ntwo\n", "colon": "a: b", "empty": "", "list": [{"k": "v", "n": [1]}, "x"]});
         let text = yaml(&strings);
-        let back: Value = serde_yaml::from_str(&text).unwrap();
+        let back: Value = crate::yaml::parse(&text).unwrap();
         assert_eq!(back, strings, "{text}");
     }
 }

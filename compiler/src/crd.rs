@@ -72,7 +72,7 @@ const CRDS: &[(&str, &str)] = &[
 static SCHEMAS: LazyLock<BTreeMap<(String, String), Value>> = LazyLock::new(|| {
     let mut schemas = BTreeMap::new();
     for (file, text) in CRDS {
-        let crd: Value = serde_yaml::from_str(text)
+        let crd: Value = crate::yaml::parse(text)
             .unwrap_or_else(|e| panic!("compiler/crds/{file} is not YAML: {e}"));
         let group = crd["spec"]["group"].as_str().expect("a CRD has a group");
         let kind = crd["spec"]["names"]["kind"]

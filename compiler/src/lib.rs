@@ -30,7 +30,7 @@ pub mod spec;
 pub mod templates;
 pub mod tenant_table;
 pub mod validate;
-mod yaml;
+pub mod yaml;
 pub mod yaml_position;
 
 pub use diagnostics::{Diagnostic, Diagnostics};

@@ -53,22 +53,10 @@ const SERVICE_FILES: &[(&str, &str)] = &[
     ("tenant-artifacts.yaml", "platform/tenant-artifacts.json.j2"),
 ];
 /// The operator template, rendered once per operator.
-const OPERATOR_TEMPLATE: &str = "platform/operator.json.j2";
-const API_CONFIG_TEMPLATE: &str = "platform/api-config.toml.j2";
-const PROXY_CONFIG_TEMPLATE: &str = "platform/token-proxy-config.toml.j2";
+use crate::templates::{API_CONFIG_TEMPLATE, OPERATOR_TEMPLATE, PROXY_CONFIG_TEMPLATE};
 
 /// Every template this module renders; loading templates refuses a set that lacks one.
-pub const TEMPLATES: &[&str] = &[
-    "platform/api.json.j2",
-    "platform/token-proxy.json.j2",
-    "platform/nango.json.j2",
-    "platform/databases.json.j2",
-    "platform/entry.json.j2",
-    "platform/tenant-artifacts.json.j2",
-    OPERATOR_TEMPLATE,
-    API_CONFIG_TEMPLATE,
-    PROXY_CONFIG_TEMPLATE,
-];
+pub const TEMPLATES: &[&str] = crate::templates::PLATFORM;
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))

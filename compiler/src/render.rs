@@ -508,7 +508,7 @@ fn render_kustomize_list(entries: impl Iterator<Item = String>) -> String {
 
 /// Reads the shard names back from an index written by [`render_index`].
 pub fn parse_index(text: &str) -> Result<Vec<String>, String> {
-    let file: KustomizeFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let file: KustomizeFile = crate::yaml::parse(text).map_err(|e| e.to_string())?;
     file.resources
         .into_iter()
         .map(|r| {
@@ -523,7 +523,7 @@ pub fn parse_index(text: &str) -> Result<Vec<String>, String> {
 
 /// Reads the tenant names back from a shard index written by [`render_shard_index`].
 pub fn parse_shard_index(text: &str) -> Result<Vec<String>, String> {
-    let file: KustomizeFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let file: KustomizeFile = crate::yaml::parse(text).map_err(|e| e.to_string())?;
     file.resources
         .into_iter()
         .map(|r| {
@@ -566,7 +566,7 @@ pub fn render_table_shard(
 
 /// Reads the table entries back from a shard ConfigMap written by [`render_table_shard`].
 pub fn parse_table_shard(text: &str) -> Result<Vec<TableEntry>, String> {
-    let cm: ConfigMap = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let cm: ConfigMap = crate::yaml::parse(text).map_err(|e| e.to_string())?;
     let data = cm.data.unwrap_or_default();
     let json = data
         .values()

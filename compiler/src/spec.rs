@@ -550,7 +550,7 @@ impl TenantSpec {
     /// The canonical text of the spec, as the api writes it: a schema modeline, then the fields in a fixed
     /// order.
     pub fn to_yaml(&self) -> String {
-        let body = serde_yaml::to_string(self).expect("a tenant spec always serialises");
+        let body = crate::yaml::to_string(self).expect("a tenant spec always serialises");
         format!("# yaml-language-server: $schema=../../tenant.schema.json\n{body}")
     }
 }

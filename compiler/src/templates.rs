@@ -9,8 +9,29 @@
 use crate::diagnostics::{Diagnostic, Diagnostics};
 use std::collections::BTreeMap;
 
+/// The operator template, rendered once per operator by `platform_render`.
+pub const OPERATOR_TEMPLATE: &str = "platform/operator.json.j2";
+/// The api's configuration file, rendered by `platform_render`.
+pub const API_CONFIG_TEMPLATE: &str = "platform/api-config.toml.j2";
+/// The token proxy's configuration file, rendered by `platform_render`.
+pub const PROXY_CONFIG_TEMPLATE: &str = "platform/token-proxy-config.toml.j2";
+
+/// Every platform template `platform_render` renders, listed here so that loading (this module)
+/// and rendering depend on each other one way only.
+pub const PLATFORM: &[&str] = &[
+    "platform/api.json.j2",
+    "platform/token-proxy.json.j2",
+    "platform/nango.json.j2",
+    "platform/databases.json.j2",
+    "platform/entry.json.j2",
+    "platform/tenant-artifacts.json.j2",
+    OPERATOR_TEMPLATE,
+    API_CONFIG_TEMPLATE,
+    PROXY_CONFIG_TEMPLATE,
+];
+
 /// Every tenant template the compiler renders, by name (its path under templates/); the platform's are
-/// [`crate::platform_render::TEMPLATES`].
+/// [`PLATFORM`].
 pub const REQUIRED: &[&str] = &[
     "tenant/namespace.json.j2",
     "tenant/serviceaccount.json.j2",
@@ -65,7 +86,7 @@ impl Templates {
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.add_filter("tojson", tojson);
         let mut problems = Diagnostics::new();
-        for name in REQUIRED.iter().chain(crate::platform_render::TEMPLATES) {
+        for name in REQUIRED.iter().chain(PLATFORM) {
             if !sources.contains_key(*name) {
                 problems.push(
                     Diagnostic::file(format!("templates/{name}"), "template is missing")

@@ -1,7 +1,32 @@
-//! Strict YAML parsing with diagnostics: serde_yaml's errors turned into file:line:column, snippet and hint.
+//! The workspace's one door to YAML: every YAML read and write in the compiler, the api and the
+//! tests goes through this module (the token proxy, which must not link the compiler, uses the same
+//! library directly). The library is `serde_yaml_ng`, the maintained successor of the deprecated
+//! `serde_yaml`, whose output it reproduces byte for byte.
+//!
+//! [`from_str`] is strict parsing with diagnostics: the library's errors turned into
+//! file:line:column, snippet and hint. [`parse`], [`parse_slice`] and [`to_string`] are the plain
+//! library calls, for text a program wrote (rendered output, SOPS files, test fixtures).
 
 use crate::diagnostics::Diagnostic;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use serde_yaml_ng::{Deserializer, Error, Mapping, Number, Value};
+
+/// Parses YAML text into `T`, with the library's own error.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_yaml_ng::from_str(text)
+}
+
+/// [`parse`] for bytes (which must be UTF-8).
+pub fn parse_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_yaml_ng::from_slice(bytes)
+}
+
+/// The library's YAML text of `value` (the generated files use [`crate::canonical`] instead).
+pub fn to_string<T: ?Sized + Serialize>(value: &T) -> Result<String, Error> {
+    serde_yaml_ng::to_string(value)
+}
 
 /// Parses `source` (the file at `path`) into `T`. `reference` names the document that lists the fields.
 pub fn from_str<T: DeserializeOwned>(
@@ -14,8 +39,8 @@ pub fn from_str<T: DeserializeOwned>(
             .with_hint(format!("write the document described in {reference}")));
     }
     if source.starts_with("---") || source.contains("\n---") {
-        // serde_yaml reads only the first document of a stream; a second one would be silently ignored.
-        let documents = serde_yaml::Deserializer::from_str(source).count();
+        // the library reads only the first document of a stream; a second one would be silently ignored.
+        let documents = serde_yaml_ng::Deserializer::from_str(source).count();
         if documents > 1 {
             let line = source
                 .lines()
@@ -33,7 +58,7 @@ pub fn from_str<T: DeserializeOwned>(
             .with_hint("keep one YAML document per file (no `---` separators)"));
         }
     }
-    serde_yaml::from_str(source).map_err(|e| {
+    serde_yaml_ng::from_str(source).map_err(|e| {
         let d = diagnostic(path, source, &e, reference);
         if d.message.contains("duplicate field") {
             // serde reports the mapping; point at the repeated key instead.
@@ -54,10 +79,15 @@ pub fn from_str<T: DeserializeOwned>(
     })
 }
 
-/// Converts a serde_yaml error into a diagnostic with position, snippet and a hint.
-pub fn diagnostic(path: &str, source: &str, e: &serde_yaml::Error, reference: &str) -> Diagnostic {
+/// Converts a YAML library error into a diagnostic with position, snippet and a hint.
+pub fn diagnostic(
+    path: &str,
+    source: &str,
+    e: &serde_yaml_ng::Error,
+    reference: &str,
+) -> Diagnostic {
     let mut message = e.to_string();
-    // serde_yaml appends " at line L column C"; the diagnostic shows the position itself.
+    // the library appends " at line L column C"; the diagnostic shows the position itself.
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }

@@ -1,6 +1,6 @@
 //! Positions of values in a YAML document, by path (`spec.agent.allowFrom.0`).
 //!
-//! serde_yaml reports where a parse error happened, but errors found after parsing (an unknown tier, a
+//! The YAML library reports where a parse error happened, but errors found after parsing (an unknown tier, a
 //! duplicate connection) also need a file:line:column. This module walks the document's parser events once
 //! and records where every value starts.
 

@@ -106,7 +106,9 @@ fn platform_documents() -> (Vec<Value>, Vec<(PathBuf, Value)>) {
 fn document_count(files: &[PathBuf]) -> usize {
     files
         .iter()
-        .map(|f| serde_yaml::Deserializer::from_str(&std::fs::read_to_string(f).unwrap()).count())
+        .map(|f| {
+            compiler::yaml::Deserializer::from_str(&std::fs::read_to_string(f).unwrap()).count()
+        })
         .sum()
 }
 
@@ -119,7 +121,7 @@ fn openclaw_accepts_every_rendered_config() {
     for dir in tenant_dirs() {
         let manifests =
             std::fs::read_to_string(dir.join(compiler::layout::MANIFESTS_FILE)).unwrap();
-        let cm: Value = serde_yaml::from_str(&support::manifest(&manifests, "ConfigMap")).unwrap();
+        let cm: Value = compiler::yaml::parse(&support::manifest(&manifests, "ConfigMap")).unwrap();
         let config = cm["data"]["openclaw.json"].as_str().unwrap();
         let path = home.path().join("openclaw.json");
         std::fs::write(&path, config).unwrap();
@@ -180,7 +182,7 @@ fn every_platform_kubernetes_object_passes_strict_schema_validation() {
     let file = dir.path().join("platform.yaml");
     let text: Vec<String> = core
         .iter()
-        .map(|d| serde_yaml::to_string(d).unwrap())
+        .map(|d| compiler::yaml::to_string(d).unwrap())
         .collect();
     std::fs::write(&file, text.join("---\n")).unwrap();
     let (ok, out) = run(Command::new(validate)
@@ -253,7 +255,7 @@ fn kustomize_builds_every_folder_flux_builds() {
     {
         let (ok, text) = run(Command::new(&kubectl).arg("kustomize").arg(&dir));
         assert!(ok, "kubectl kustomize {} failed:\n{text}", dir.display());
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in compiler::yaml::Deserializer::from_str(&text) {
             let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
             assert_eq!(
                 (doc["apiVersion"].as_str(), doc["kind"].as_str()),
@@ -349,7 +351,7 @@ fn checkov_finds_no_failed_checks() {
 
 fn flux_documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    compiler::yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
 }

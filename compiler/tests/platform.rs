@@ -21,7 +21,7 @@ fn rendered() -> BTreeMap<String, Vec<Value>> {
         .into_iter()
         .filter(|(path, _)| !path.ends_with("kustomization.yaml"))
         .map(|(path, text)| {
-            let docs = serde_yaml::Deserializer::from_str(&text)
+            let docs = compiler::yaml::Deserializer::from_str(&text)
                 .map(|d| serde::Deserialize::deserialize(d).unwrap())
                 .collect();
             (path, docs)
@@ -405,7 +405,7 @@ fn every_tenant_kustomization_sources_its_shards_artifact() {
         let text =
             std::fs::read_to_string(root.join(compiler::layout::flux_kustomization_path(name)))
                 .unwrap();
-        let k: Value = serde_yaml::from_str(&text).unwrap();
+        let k: Value = compiler::yaml::parse(&text).unwrap();
         let shard = compiler::layout::shard_name(compiler::layout::shard_number(name));
         assert_eq!(k["spec"]["sourceRef"]["kind"], "ExternalArtifact");
         assert_eq!(

@@ -58,7 +58,7 @@ proptest! {
         let parsed = compiler::spec::TenantSpec::parse("spec", &spec).unwrap();
         let dir = compiler::layout::output_dir(&name);
         // The tenant's kustomization lists exactly the files in its folder.
-        let kustomization: Value = serde_yaml::from_str(&output.files[&format!("{dir}/kustomization.yaml")]).unwrap();
+        let kustomization: Value = compiler::yaml::parse(&output.files[&format!("{dir}/kustomization.yaml")]).unwrap();
         let listed: Vec<&str> = kustomization["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         let in_dir: Vec<String> = output.files.keys().filter_map(|k| k.strip_prefix(&format!("{dir}/")).map(str::to_string)).filter(|f| f != "kustomization.yaml").collect();
         let mut listed_sorted = listed.clone();
@@ -66,7 +66,7 @@ proptest! {
         prop_assert_eq!(listed_sorted, in_dir.iter().map(String::as_str).collect::<Vec<_>>());
         prop_assert_eq!(&output.files[&format!("{dir}/secret.sops.yaml")], &secrets);
         // Every object is in the tenant's namespace, and the Deployment follows the state.
-        let deployment: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(&support::manifest(&output.files[&compiler::layout::manifests_path(&name)], "Deployment")).unwrap();
+        let deployment: k8s_openapi::api::apps::v1::Deployment = compiler::yaml::parse(&support::manifest(&output.files[&compiler::layout::manifests_path(&name)], "Deployment")).unwrap();
         let namespace = format!("customer-{name}");
         prop_assert_eq!(deployment.metadata.namespace.as_deref(), Some(namespace.as_str()));
         let spec_d = deployment.spec.unwrap();
@@ -76,7 +76,7 @@ proptest! {
         prop_assert_eq!(sc.read_only_root_filesystem, Some(true));
         prop_assert_eq!(sc.allow_privilege_escalation, Some(false));
         // The config carries the allow-list as strings and points the model at the proxy.
-        let cm: Value = serde_yaml::from_str(&support::manifest(&output.files[&compiler::layout::manifests_path(&name)], "ConfigMap")).unwrap();
+        let cm: Value = compiler::yaml::parse(&support::manifest(&output.files[&compiler::layout::manifests_path(&name)], "ConfigMap")).unwrap();
         let config: Value = serde_json::from_str(cm["data"]["openclaw.json"].as_str().unwrap()).unwrap();
         let allow: Vec<String> = parsed.spec.agent.allow_from.iter().map(|i| i.to_string()).collect();
         prop_assert_eq!(config["channels"]["telegram"]["allowFrom"].clone(), serde_json::json!(allow));
@@ -95,7 +95,7 @@ proptest! {
         let shards = compiler::render::parse_index(&output.files[compiler::layout::INDEX_PATH]).unwrap();
         prop_assert_eq!(shards, vec![shard_name.clone()]);
         // The Flux Kustomization builds the tenant's folder: its path inside its shard's artifact.
-        let flux: Value = serde_yaml::from_str(&output.files[&compiler::layout::flux_kustomization_path(&name)]).unwrap();
+        let flux: Value = compiler::yaml::parse(&output.files[&compiler::layout::flux_kustomization_path(&name)]).unwrap();
         let flux_path = format!("./{name}");
         prop_assert_eq!(flux["spec"]["path"].as_str(), Some(flux_path.as_str()));
         prop_assert_eq!(format!("{}/{name}", compiler::layout::output_shard_dir(&shard_name)), dir.clone());

@@ -16,7 +16,7 @@ use aes_gcm::AesGcm;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use compiler::sops::{self, SopsError};
-use serde_yaml::Value;
+use compiler::yaml::Value;
 use sops_support::{identity_file, keypair, tool, Key};
 
 const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sops");
@@ -87,7 +87,7 @@ fn ok(output: Output, what: &str) -> String {
 }
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap()
+    compiler::yaml::parse(text).unwrap()
 }
 
 #[test]
@@ -377,8 +377,8 @@ mod arbitrary_values {
     //! they need, in plaintext metadata as well as in encrypted values.
 
     use super::*;
+    use compiler::yaml::Mapping;
     use proptest::prelude::*;
-    use serde_yaml::Mapping;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
@@ -399,7 +399,7 @@ mod arbitrary_values {
             doc.insert("kind".into(), "Secret".into());
             doc.insert("metadata".into(), Value::Mapping(metadata));
             doc.insert("stringData".into(), Value::Mapping(sd));
-            let manifest = serde_yaml::to_string(&Value::Mapping(doc)).unwrap();
+            let manifest = compiler::yaml::to_string(&Value::Mapping(doc)).unwrap();
 
             let key = keypair();
             let encrypted = sops::encrypt_secret_manifest(&manifest, std::slice::from_ref(&key.recipient)).unwrap();

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use compiler::sops::{self, SopsError};
+use compiler::yaml::{Mapping, Value};
 use proptest::prelude::*;
-use serde_yaml::{Mapping, Value};
 use sops_support::{keypair, Key};
 
 fn key() -> &'static Key {
@@ -41,7 +41,7 @@ fn manifest(string_data: &BTreeMap<String, String>, data: &BTreeMap<String, Vec<
         .map(|(k, v)| (k.as_str().into(), STANDARD.encode(v).into()))
         .collect();
     doc.insert("data".into(), Value::Mapping(d));
-    serde_yaml::to_string(&Value::Mapping(doc)).unwrap()
+    compiler::yaml::to_string(&Value::Mapping(doc)).unwrap()
 }
 
 proptest! {
@@ -159,7 +159,7 @@ proptest! {
 #[test]
 fn sops_detects_swapped_values() {
     let text = fixture();
-    let doc: Value = serde_yaml::from_str(text).unwrap();
+    let doc: Value = compiler::yaml::parse(text).unwrap();
     let a = doc["stringData"]["proxy-token"].as_str().unwrap();
     let b = doc["stringData"]["gateway-token"].as_str().unwrap();
     let swapped = text.replace(a, "@@A@@").replace(b, a).replace("@@A@@", b);

@@ -1,23 +1,20 @@
-//! The HTTP surface: shared state, routes and the small handlers (health, readiness, metrics, fallback).
-//!
-//! This module owns [`App`], the state every handler reads, built once from the configuration, and the
-//! router. LLM calls live in [`crate::llm`], connection calls in [`crate::connections`].
+//! The shared state of the HTTP surface: [`App`], what every handler reads, built once from the
+//! configuration, with the helpers handlers share (the presented token, upstream targets, the
+//! clients). The router is [`crate::routes`]'s; LLM calls live in [`crate::llm`], connection calls
+//! in [`crate::connections`]. This module names no handler module, so none of them depends on it in
+//! a circle.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::uri::InvalidUri;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use axum::Router;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api_error::{ApiError, ErrorKind, Flavor};
+use crate::api_error::{ApiError, ErrorKind};
 use crate::config::{ms, trim_base, Config};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
@@ -315,51 +312,4 @@ pub fn presented_token(headers: &HeaderMap, api_key_header: bool) -> Option<&str
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-}
-
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(crate::llm::chat_completions))
-        .route("/v1/messages", post(crate::llm::messages))
-        .route("/v1/models", get(crate::llm::models))
-        .route(
-            "/connections/{provider}/{*path}",
-            any(crate::connections::forward),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(fallback)
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .with_state(app)
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.table.current() {
-        Some(t) => format!("ready: {} tenants\n", t.len()).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no tenant table loaded\n").into_response(),
-    }
-}
-
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn fallback(uri: axum::http::Uri) -> Response {
-    ApiError::new(
-        ErrorKind::NotFound,
-        format!(
-            "no route {}: the proxy serves /v1/chat/completions, /v1/messages, /v1/models and /connections/<provider>/<path>",
-            uri.path()
-        ),
-    )
-    .render(Flavor::OpenAi)
 }

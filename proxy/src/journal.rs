@@ -27,7 +27,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::usage::UsageEvent;
+/// A usage event as the journal stores it: the same type as `crate::usage::UsageEvent`, named
+/// from the contract so that the journal does not depend on the buffer that uses it.
+type UsageEvent = contracts::usage::UsageEvent<uuid::Uuid, chrono::DateTime<chrono::Utc>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("usage journal {path}: {source}")]
@@ -283,7 +285,24 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::tests::event;
+
+    /// An event of tenant acme with `n` input tokens and a fresh id.
+    fn event(n: u64) -> UsageEvent {
+        UsageEvent {
+            id: uuid::Uuid::now_v7(),
+            tenant: "acme".into(),
+            model: "kimi-k2".into(),
+            input_tokens: n,
+            output_tokens: 2,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            latency_ms: 5,
+            status: 200,
+            partial: false,
+            api: contracts::usage::ApiName::Openai,
+            started_at: "2026-11-25T12:00:00Z".parse().unwrap(),
+        }
+    }
 
     const LIMITS: JournalLimits = JournalLimits {
         max_bytes: 1 << 20,

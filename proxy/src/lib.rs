@@ -25,6 +25,7 @@ pub mod metering;
 pub mod metrics;
 pub mod narrowing;
 pub mod reload;
+pub mod routes;
 pub mod server;
 pub mod table;
 pub mod upstream;

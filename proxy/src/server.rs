@@ -14,12 +14,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::{http_client, router, upstream_client, App, BuildError};
+use crate::app::{http_client, upstream_client, App, BuildError};
 use crate::config::{ms, Config};
 use crate::journal::{Journal, JournalLimits};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::reload::{fingerprint, load_into, watch_dir, TableHandle};
+use crate::routes::router;
 use crate::usage::{ship, sync_journal, ShipperSettings, UsageSink, UsageTarget};
 
 #[derive(Debug, thiserror::Error)]

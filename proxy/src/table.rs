@@ -377,7 +377,7 @@ pub fn config_map_shards(file: &Path, text: &str) -> Result<Vec<(String, String)
         #[serde(default)]
         data: BTreeMap<String, String>,
     }
-    let map: ConfigMap = serde_yaml::from_str(text).map_err(|e| {
+    let map: ConfigMap = serde_yaml_ng::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))

@@ -169,7 +169,7 @@ struct Run {
 fn handwritten(args: &Args, url: &str, key: &Path, dir: &Path) -> Run {
     let mut config = Config::default().repo;
     config.local_path = dir.join("handwritten-clone.git");
-    config.remote_url = url.to_owned();
+    config.remote_url = url.to_owned().into();
     config.ssh_key_path = Some(key.to_owned());
     let mut state = StateRepo::open_or_clone(&config).unwrap();
     let sig = Signature::now("api", "api@example.com").unwrap();

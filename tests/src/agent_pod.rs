@@ -514,7 +514,7 @@ fn render(secrets: &Secrets, bot_api_root: &str) -> Rendered {
     let mut deployment = None;
     let mut config_maps = BTreeMap::new();
     for doc in manifests.split("\n---\n") {
-        let value: Value = serde_yaml::from_str(doc).unwrap();
+        let value: Value = compiler::yaml::parse(doc).unwrap();
         match value["kind"].as_str() {
             Some("Deployment") => {
                 deployment = Some(serde_json::from_value::<Deployment>(value).unwrap())
@@ -532,14 +532,14 @@ fn render(secrets: &Secrets, bot_api_root: &str) -> Rendered {
     let mut tenant_table = BTreeMap::new();
     for (path, text) in &output.files {
         if path.starts_with(&format!("{}/tenant-table-", compiler::tenant_table::DIR)) {
-            let cm: ConfigMap = serde_yaml::from_str(text).unwrap();
+            let cm: ConfigMap = compiler::yaml::parse(text).unwrap();
             tenant_table.extend(cm.data.unwrap_or_default());
         }
     }
     let url = &platform.token_proxy.url;
     let authority = url.split("://").nth(1).unwrap();
     let (host, port) = authority.split_once(':').unwrap_or((authority, "80"));
-    let owner: serde_yaml::Value = serde_yaml::from_str(&spec_text).unwrap();
+    let owner: compiler::yaml::Value = compiler::yaml::parse(&spec_text).unwrap();
     Rendered {
         deployment: deployment.expect("a Deployment"),
         config_maps,

@@ -287,12 +287,12 @@ impl Platform {
             ..Config::default()
         };
         config.repo.local_path = dir.path().join("api-clone.git");
-        config.repo.remote_url = remote.display().to_string();
+        config.repo.remote_url = remote.display().to_string().into();
         let git_server = if options.http_remote {
             let token = hex::encode(rand::random::<[u8; 20]>());
             let server = GitHttpServer::start(dir.path(), "x-access-token", &token).await;
             std::fs::write(dir.path().join("git-token"), format!("{token}\n")).unwrap();
-            config.repo.remote_url = format!("{}/state.git", server.url);
+            config.repo.remote_url = format!("{}/state.git", server.url).into();
             config.repo.token_path = Some(dir.path().join("git-token"));
             config.repo.token_username = "x-access-token".into();
             Some(server)

@@ -12,7 +12,7 @@ fn objects(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(&path).unwrap();
     // The compiler writes one document per object, separated by `---` lines.
     text.split("\n---\n")
-        .map(|doc| serde_yaml::from_str(doc).unwrap())
+        .map(|doc| compiler::yaml::parse(doc).unwrap())
         .collect()
 }
 
@@ -72,7 +72,7 @@ fn the_rendered_api_config_loads_with_its_deployments_environment() {
         .starts_with("postgres://"));
     assert_eq!(config.proxy_credentials.len(), 1);
     assert_eq!(config.repo.branch, "main");
-    assert!(config.repo.remote_url.starts_with("ssh://"));
+    assert!(config.repo.remote_url.expose_secret().starts_with("ssh://"));
     assert!(config
         .auth
         .private_key_path

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{file_at, git_fsck, linear_history, objects_containing, Backend, Options, Platform};
 use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 fn token_file(p: &Platform) -> std::path::PathBuf {
@@ -24,7 +25,12 @@ async fn pushes_and_fetches_over_smart_http_with_a_token() {
         return;
     };
     let server = p.git_server.as_ref().expect("an HTTP remote");
-    assert!(p.config.repo.remote_url.starts_with("http://"));
+    assert!(p
+        .config
+        .repo
+        .remote_url
+        .expose_secret()
+        .starts_with("http://"));
     let git_token = std::fs::read_to_string(token_file(&p)).unwrap();
     let git_token = git_token.trim().to_owned();
 

@@ -70,7 +70,9 @@ async fn commit_batches(db: BotDb, mut receiver: mpsc::Receiver<Waiting>, stored
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let inputs: Vec<&Input> = batch.iter().map(|w| &w.input).collect();
         let result = db.insert_updates(&inputs, now_ms()).await;
-        metrics::histogram!("api_bot_intake_batch_size").record(batch.len() as f64);
+        crate::metrics::get()
+            .bot_intake_batch_size
+            .observe(batch.len() as f64);
         match result {
             Ok(fresh) => {
                 if fresh.iter().any(|f| *f) {

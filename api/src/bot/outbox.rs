@@ -45,7 +45,10 @@ impl Bot {
         match self.api.call(&message.method, &message.payload).await {
             Ok(_) => {
                 self.db.mark_sent(&message.id, now_ms()).await?;
-                metrics::counter!("api_bot_calls_total", "method" => message.method.clone(), "outcome" => "sent").increment(1);
+                crate::metrics::get()
+                    .bot_calls
+                    .with_label_values(&[message.method.as_str(), "sent"])
+                    .inc();
                 Ok(Sent::One)
             }
             Err(CallError::RetryAfter(seconds)) => {
@@ -53,14 +56,20 @@ impl Bot {
                 self.db
                     .retry_at(&message.id, now_ms() + wait.as_millis() as i64)
                     .await?;
-                metrics::counter!("api_bot_calls_total", "method" => message.method.clone(), "outcome" => "rate_limited").increment(1);
+                crate::metrics::get()
+                    .bot_calls
+                    .with_label_values(&[message.method.as_str(), "rate_limited"])
+                    .inc();
                 tracing::info!(seconds, "platform bot: Telegram asks to slow down");
                 Ok(Sent::Pause(wait))
             }
             Err(CallError::Unavailable(why)) => {
                 let backoff = (500_i64 << attempts.clamp(0, 7)).min(MAX_BACKOFF_MS);
                 self.db.retry_at(&message.id, now_ms() + backoff).await?;
-                metrics::counter!("api_bot_calls_total", "method" => message.method.clone(), "outcome" => "retry").increment(1);
+                crate::metrics::get()
+                    .bot_calls
+                    .with_label_values(&[message.method.as_str(), "retry"])
+                    .inc();
                 tracing::warn!(error = %why, backoff_ms = backoff, "platform bot: Telegram unavailable; the call waits in the outbox");
                 Ok(Sent::Pause(
                     Duration::from_millis(backoff.min(2_000) as u64),
@@ -68,7 +77,10 @@ impl Bot {
             }
             Err(CallError::Refused(why)) => {
                 self.db.mark_failed(&message.id, &why).await?;
-                metrics::counter!("api_bot_calls_total", "method" => message.method.clone(), "outcome" => "refused").increment(1);
+                crate::metrics::get()
+                    .bot_calls
+                    .with_label_values(&[message.method.as_str(), "refused"])
+                    .inc();
                 tracing::warn!(error = %why, method = %message.method, "platform bot: Telegram refused a call; given up");
                 Ok(Sent::One)
             }

@@ -29,7 +29,10 @@ pub async fn webhook(
             .into_response();
     };
     if !bot.secret_matches(headers.get(SECRET_HEADER).map(|v| v.as_bytes())) {
-        metrics::counter!("api_bot_updates_total", "outcome" => "unauthenticated").increment(1);
+        crate::metrics::get()
+            .bot_updates
+            .with_label_values(&["unauthenticated"])
+            .inc();
         return ApiError::Unauthenticated(
             "missing or wrong X-Telegram-Bot-Api-Secret-Token: only Telegram, with the secret given to setWebhook, may post updates".into(),
         )
@@ -39,7 +42,10 @@ pub async fn webhook(
         Ok(input) => match bot.intake.store(input).await {
             Ok(fresh) => {
                 let outcome = if fresh { "stored" } else { "duplicate" };
-                metrics::counter!("api_bot_updates_total", "outcome" => outcome).increment(1);
+                crate::metrics::get()
+                    .bot_updates
+                    .with_label_values(&[outcome])
+                    .inc();
                 StatusCode::OK.into_response()
             }
             Err(e) => {
@@ -55,7 +61,10 @@ pub async fn webhook(
             };
             // Only the id is logged: the update may hold a customer's words or a token.
             tracing::debug!(update_id = ?update::update_id(&body), outcome, "platform bot: update dropped");
-            metrics::counter!("api_bot_updates_total", "outcome" => outcome).increment(1);
+            crate::metrics::get()
+                .bot_updates
+                .with_label_values(&[outcome])
+                .inc();
             StatusCode::OK.into_response()
         }
     }

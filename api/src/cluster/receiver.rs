@@ -90,7 +90,9 @@ pub fn spawn(
 
 /// Push → Flux notified, in seconds (`api_flux_notify_seconds`).
 fn record(elapsed: Duration) {
-    metrics::histogram!("api_flux_notify_seconds").record(elapsed.as_secs_f64());
+    crate::metrics::get()
+        .flux_notify_seconds
+        .observe(elapsed.as_secs_f64());
 }
 
 #[cfg(test)]

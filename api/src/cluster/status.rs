@@ -158,14 +158,17 @@ pub fn export_gauges(cluster: &Cluster, swept: &[(String, PipelineStatus)]) {
                 .iter()
                 .filter(|(_, s)| s.phase == phase && s.health == health)
                 .count();
-            metrics::gauge!("api_cluster_tenants", "phase" => phase.as_str(), "health" => health_str(health))
-                .set(n as f64);
+            crate::metrics::get()
+                .cluster_tenants
+                .with_label_values(&[phase.as_str(), health_str(health)])
+                .set(n as i64);
         }
     }
     if let Some((k, d, p)) = cluster.cached() {
-        metrics::gauge!("api_cluster_cached_objects", "kind" => "Kustomization").set(k as f64);
-        metrics::gauge!("api_cluster_cached_objects", "kind" => "Deployment").set(d as f64);
-        metrics::gauge!("api_cluster_cached_objects", "kind" => "Pod").set(p as f64);
+        let cached = &crate::metrics::get().cluster_cached_objects;
+        cached.with_label_values(&["Kustomization"]).set(k as i64);
+        cached.with_label_values(&["Deployment"]).set(d as i64);
+        cached.with_label_values(&["Pod"]).set(p as i64);
     }
 }
 

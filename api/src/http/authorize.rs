@@ -70,24 +70,27 @@ impl FromRequestParts<Shared> for AuthorizedTenant {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
-        let caller = Caller::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let name = path_name(parts, state).await?;
+        let (caller, name) = caller_and_name(parts, state).await?;
         AuthorizedTenant::authorize(state, caller, &name)
             .await
             .map_err(IntoResponse::into_response)
     }
 }
 
-/// The `{name}` of the route, as the framework decodes it (its own rejection otherwise).
-async fn path_name(parts: &mut Parts, state: &Shared) -> Result<String, Response> {
+/// What both extractors start with, in the order every tenant endpoint answers: the caller
+/// (401 first), then the route's `{name}` as the framework decodes it (its own rejection
+/// otherwise), not yet parsed.
+async fn caller_and_name(parts: &mut Parts, state: &Shared) -> Result<(Caller, String), Response> {
+    let caller = Caller::from_request_parts(parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let Path(mut params) = Path::<BTreeMap<String, String>>::from_request_parts(parts, state)
         .await
         .map_err(IntoResponse::into_response)?;
-    params.remove("name").ok_or_else(|| {
+    let name = params.remove("name").ok_or_else(|| {
         ApiError::Internal("a tenant route without a {name} segment".into()).into_response()
-    })
+    })?;
+    Ok((caller, name))
 }
 
 /// One incarnation of a tenant (see `metadata.uid` in docs/tenant-spec.md) that a caller may
@@ -153,10 +156,7 @@ impl FromRequestParts<Shared> for AuthorizedIncarnation {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
-        let caller = Caller::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let name = path_name(parts, state).await?;
+        let (caller, name) = caller_and_name(parts, state).await?;
         let Query(param) = Query::<IncarnationParam>::try_from_uri(&parts.uri)
             .map_err(IntoResponse::into_response)?;
         AuthorizedIncarnation::authorize(state, caller, &name, param.incarnation.as_deref())

@@ -15,8 +15,6 @@ pub mod extract;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use metrics_exporter_prometheus::PrometheusHandle;
-
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::lifecycle::Actor;
@@ -39,7 +37,6 @@ pub struct AppState {
     pub store: Store,
     pub writer: WriterHandle,
     pub telegram: Telegram,
-    pub metrics: PrometheusHandle,
     /// (actor, hash bytes) of each admin token.
     admins: Vec<(Actor, [u8; 32])>,
     /// Platform config and templates at the head, for checks at the boundary.
@@ -55,12 +52,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        writer: WriterHandle,
-        metrics: PrometheusHandle,
-    ) -> AppState {
+    pub fn new(config: Arc<Config>, store: Store, writer: WriterHandle) -> AppState {
         let admins = config
             .admin_tokens
             .iter()
@@ -85,7 +77,6 @@ impl AppState {
             store,
             writer,
             telegram,
-            metrics,
             admins,
             auth: Auth::without_keys(&config),
             cluster: crate::cluster::Cluster::off(),
@@ -147,9 +138,6 @@ pub(crate) mod testing {
             Arc::new(config),
             store,
             WriterHandle::detached(),
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .build_recorder()
-                .handle(),
         ))
     }
 }

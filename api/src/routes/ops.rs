@@ -45,13 +45,16 @@ pub async fn readyz(State(state): State<Shared>) -> Result<&'static str, ApiErro
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics_endpoint(State(state): State<Shared>) -> Response {
+    let metrics = crate::metrics::get();
     if let Ok((pending, _)) = state.store.outbox_counts().await {
-        metrics::gauge!("api_outbox_pending").set(pending as f64);
+        metrics.outbox_pending.set(pending);
     }
-    metrics::gauge!("api_remote_reachable").set(if state.writer.remote_ok() { 1.0 } else { 0.0 });
+    metrics
+        .remote_reachable
+        .set(i64::from(state.writer.remote_ok()));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        metrics.render(),
     )
         .into_response()
 }

@@ -19,7 +19,7 @@ use crate::http::{
 };
 use crate::idempotency::{submit, Endpoint};
 use crate::reader::{HistoryEntry, TenantView};
-use crate::tenant_ops::{self, ProvisionRequest, ReasonBody, ResizeBody, SettingsBody};
+use crate::tenant_ops::{self, Prepared, ProvisionRequest, ReasonBody, ResizeBody, SettingsBody};
 use crate::writer::ChangeResponse;
 
 /// The tenant routes.
@@ -136,14 +136,13 @@ pub async fn suspend(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ReasonBody = optional_body(&headers, &raw)?;
-    submit(
+    with_reason(
         &state,
+        &tenant,
         &headers,
-        Endpoint::Suspend(tenant.name()),
         &raw,
-        tenant.caller(),
-        async |request_id| tenant_ops::suspend(&tenant, body.reason, request_id),
+        Endpoint::Suspend(tenant.name()),
+        tenant_ops::suspend,
     )
     .await
 }
@@ -159,14 +158,38 @@ pub async fn reactivate(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ReasonBody = optional_body(&headers, &raw)?;
-    submit(
+    with_reason(
         &state,
+        &tenant,
         &headers,
-        Endpoint::Reactivate(tenant.name()),
         &raw,
+        Endpoint::Reactivate(tenant.name()),
+        tenant_ops::reactivate,
+    )
+    .await
+}
+
+/// A `tenant_ops` action whose only input is an optional reason (suspend, reactivate).
+type ReasonedAction = fn(&AuthorizedTenant, Option<String>, String) -> Result<Prepared, ApiError>;
+
+/// `POST /v1/tenants/{name}/{verb}` with an optional `{"reason": …}` body: the body checked,
+/// then `action` submitted through [`submit`] under the endpoint's path.
+async fn with_reason(
+    state: &Shared,
+    tenant: &AuthorizedTenant,
+    headers: &HeaderMap,
+    raw: &Bytes,
+    endpoint: Endpoint<'_>,
+    action: ReasonedAction,
+) -> Result<Response, ApiError> {
+    let body: ReasonBody = optional_body(headers, raw)?;
+    submit(
+        state,
+        headers,
+        endpoint,
+        raw,
         tenant.caller(),
-        async |request_id| tenant_ops::reactivate(&tenant, body.reason, request_id),
+        async |request_id| action(tenant, body.reason, request_id),
     )
     .await
 }

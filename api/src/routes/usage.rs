@@ -46,7 +46,10 @@ async fn ingest_usage(
         message: format!("the batch is larger than {MAX_INGEST_BYTES} bytes; send smaller batches"),
     })?;
     let refused = |e: BatchError| {
-        metrics::counter!("api_usage_batches_total", "result" => "refused").increment(1);
+        crate::metrics::get()
+            .usage_batches
+            .with_label_values(&["refused"])
+            .inc();
         ApiError::Invalid {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             field: Some(e.field),
@@ -54,7 +57,10 @@ async fn ingest_usage(
         }
     };
     let batch: UsageBatch = parse_json(&body).inspect_err(|_| {
-        metrics::counter!("api_usage_batches_total", "result" => "refused").increment(1);
+        crate::metrics::get()
+            .usage_batches
+            .with_label_values(&["refused"])
+            .inc();
     })?;
     let sent = batch.events.len();
     let mut events = check_batch(batch).map_err(refused)?;
@@ -70,12 +76,19 @@ async fn ingest_usage(
     drop(writer);
     outcome.duplicates += sent - events.len();
     state.ledger.feed.wake();
-    metrics::counter!("api_usage_batches_total", "result" => "stored").increment(1);
-    metrics::counter!("api_usage_events_total", "result" => "stored")
-        .increment(outcome.accepted as u64);
-    metrics::counter!("api_usage_events_total", "result" => "duplicate")
-        .increment(outcome.duplicates as u64);
-    metrics::histogram!("api_usage_ingest_seconds").record(started.elapsed().as_secs_f64());
+    let metrics = crate::metrics::get();
+    metrics.usage_batches.with_label_values(&["stored"]).inc();
+    metrics
+        .usage_events
+        .with_label_values(&["stored"])
+        .inc_by(outcome.accepted as u64);
+    metrics
+        .usage_events
+        .with_label_values(&["duplicate"])
+        .inc_by(outcome.duplicates as u64);
+    metrics
+        .usage_ingest_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(Json(outcome))
 }
 

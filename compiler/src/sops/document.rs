@@ -6,7 +6,7 @@
 //! text. It is generic over document shape; what a Kubernetes Secret must look like is
 //! [`super::secret`]'s business.
 
-use serde_yaml::{Mapping, Value};
+use crate::yaml::{Mapping, Value};
 use zeroize::Zeroizing;
 
 use super::age_keys::{self, AgeEntry, Identities};
@@ -20,7 +20,7 @@ use super::{SopsError, SOPS_FORMAT_VERSION};
 /// Parses one YAML document whose root is a mapping. Errors carry the parser's position and
 /// problem, never document text.
 pub(crate) fn parse_mapping(text: &str) -> Result<Mapping, SopsError> {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| {
+    let value: Value = crate::yaml::parse(text).map_err(|e| {
         SopsError::Yaml(match e.location() {
             Some(loc) => format!(
                 "at line {} column {}: {}",
@@ -39,10 +39,10 @@ pub(crate) fn parse_mapping(text: &str) -> Result<Mapping, SopsError> {
     }
 }
 
-/// serde_yaml's messages for syntax errors name the problem and position only; messages for
+/// the YAML library's messages for syntax errors name the problem and position only; messages for
 /// type errors may quote a scalar, and we only ever deserialize into `Value`, which has none.
 /// Drop the position suffix, which we report ourselves.
-fn yaml_problem(e: &serde_yaml::Error) -> String {
+fn yaml_problem(e: &crate::yaml::Error) -> String {
     let text = e.to_string();
     match text.find(" at line ") {
         Some(i) => text[..i].to_owned(),
@@ -319,8 +319,8 @@ mod tests {
         );
         let plain = decrypt_document(&enc, &id).unwrap();
         assert_eq!(
-            serde_yaml::from_str::<Value>(&plain).unwrap(),
-            serde_yaml::from_str::<Value>(DOC).unwrap()
+            crate::yaml::parse::<Value>(&plain).unwrap(),
+            crate::yaml::parse::<Value>(DOC).unwrap()
         );
     }
 

@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use serde_yaml::{Mapping, Value};
+use crate::yaml::{Mapping, Value};
 
 use super::SopsError;
 
@@ -93,7 +93,7 @@ fn node(out: &mut String, value: &Value, at: usize) -> Result<(), SopsError> {
     Ok(())
 }
 
-fn number(n: &serde_yaml::Number) -> String {
+fn number(n: &crate::yaml::Number) -> String {
     if let Some(i) = n.as_i64() {
         i.to_string()
     } else if let Some(u) = n.as_u64() {
@@ -232,13 +232,13 @@ mod tests {
             panic!("root must be a mapping")
         };
         let text = document(m).unwrap();
-        let back: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        let back: Value = crate::yaml::parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
         assert_eq!(&back, v, "\n{text}");
     }
 
     #[test]
     fn quotes_what_go_yaml_would_retype() {
-        let doc: Value = serde_yaml::from_str(
+        let doc: Value = crate::yaml::parse(
             r#"{a: "2001-12-14", b: "1_000", c: "yes", d: "012", e: "~", f: "", g: "ENC[AES256_GCM,data:QQ==,iv:QQ==,tag:QQ==,type:str]", h: plain-word, i: "2001-12-14T21:59:43.10-05:00"}"#,
         )
         .unwrap();
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn nested_structures_and_blocks() {
-        let doc: Value = serde_yaml::from_str(
+        let doc: Value = crate::yaml::parse(
             "a:\n  b: [1, 2.5, true, null, x]\n  c: []\n  d: {}\n  e:\n  - f: 1\n    g: [h]\n  - [i, j]\n  - {}\nk: |\n  -----BEGIN-----\n  abc\n  -----END-----\nl: \"no newline\\nat end\"\nm: \"two\\n\\n\"\nn: 1.0\n",
         )
         .unwrap();
@@ -291,7 +291,7 @@ mod tests {
             let v = Value::Mapping(m);
             let Value::Mapping(m) = &v else { unreachable!() };
             let text = document(m).unwrap();
-            let back: Value = serde_yaml::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}:\n{text}")))?;
+            let back: Value = crate::yaml::parse(&text).map_err(|e| TestCaseError::fail(format!("{e}:\n{text}")))?;
             prop_assert_eq!(back, v);
         }
     }

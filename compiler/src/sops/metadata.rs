@@ -5,8 +5,8 @@
 //! rule, `mac_only_encrypted`, `version`), and refuses the features this implementation does
 //! not cover (Shamir key groups, comment-driven encryption rules) instead of misreading them.
 
+use crate::yaml::{Mapping, Value};
 use regex::Regex;
-use serde_yaml::{Mapping, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn refuses_two_rules_and_key_groups() {
-        let two: Value = serde_yaml::from_str(
+        let two: Value = crate::yaml::parse(
             "{age: [], lastmodified: '2026-01-01T00:00:00Z', mac: x, encrypted_regex: a, unencrypted_suffix: b}",
         )
         .unwrap();
@@ -286,7 +286,7 @@ mod tests {
             Metadata::parse(&two),
             Err(SopsError::InvalidMetadata(_))
         ));
-        let groups: Value = serde_yaml::from_str(
+        let groups: Value = crate::yaml::parse(
             "{key_groups: [{age: []}], lastmodified: '2026-01-01T00:00:00Z', mac: x}",
         )
         .unwrap();

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::yaml::{Mapping, Value};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use regex::Regex;
-use serde_yaml::{Mapping, Value};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::age_keys::Identities;
@@ -291,7 +291,7 @@ mod tests {
         .unwrap();
         assert!(enc.contains("name: openclaw-secrets"));
         assert!(enc.contains("namespace: customer-acme"));
-        let doc: Value = serde_yaml::from_str(&enc).unwrap();
+        let doc: Value = crate::yaml::parse(&enc).unwrap();
         assert_eq!(
             doc["sops"]["encrypted_regex"].as_str(),
             Some(ENCRYPTED_REGEX)

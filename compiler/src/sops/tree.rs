@@ -7,8 +7,8 @@
 //! indices in paths), `null` skipped, and the top-level `sops` key left out. It also owns the
 //! mapping from YAML scalars to sops's scalar types.
 
+use crate::yaml::Value;
 use regex::Regex;
-use serde_yaml::Value;
 
 use super::cipher::Scalar;
 use super::SopsError;
@@ -155,7 +155,7 @@ fn describe_key(key: &Value) -> &'static str {
     }
 }
 
-/// Overwrites every string in a YAML tree before it is dropped. serde_yaml offers no
+/// Overwrites every string in a YAML tree before it is dropped. The YAML library offers no
 /// zeroizing container; this is the next best thing for trees holding decrypted values.
 pub(crate) fn scrub(value: &mut Value) {
     match value {
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn walk_visits_in_document_order_without_indices() {
-        let mut v: Value = serde_yaml::from_str("b: 1\na: [x, {c: y}]\nn: null\n").unwrap();
+        let mut v: Value = crate::yaml::parse("b: 1\na: [x, {c: y}]\nn: null\n").unwrap();
         let mut seen = vec![];
         walk_leaves_mut(&mut v, &mut vec![], &mut |leaf, path| {
             seen.push((path.join("."), leaf.clone()));

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde_yaml::Value;
+use crate::yaml::Value;
 
 use super::age_keys;
 use super::cipher::{looks_encrypted, EncryptedValue};
