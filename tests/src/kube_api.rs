@@ -10,7 +10,8 @@
 //! - after [`KubeApi::compact`], a watch from an older resourceVersion gets one ERROR event with a
 //!   `Status` of code 410 (reason `Expired`), and a list at such a resourceVersion a 410 answer;
 //! - [`KubeApi::drop_watches`] ends every open watch (a dropped connection);
-//!   [`KubeApi::set_delay`] makes every answer slow.
+//!   [`KubeApi::set_delay`] makes every answer slow; [`KubeApi::hold`] keeps requests waiting until
+//!   [`KubeApi::release`].
 //!
 //! Objects are stored as the JSON of their typed values (k8s-openapi types, the api's Flux type),
 //! so they have their real shapes. Limits: one resourceVersion counter for every kind (as etcd
@@ -91,6 +92,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     drops: watch::Sender<u64>,
     delay_ms: AtomicU64,
+    /// While true, every request waits (recorded, unanswered) until [`KubeApi::release`].
+    held: watch::Sender<bool>,
     bookmark_ms: AtomicU64,
     requests: Mutex<Vec<String>>,
 }
@@ -118,6 +121,7 @@ impl KubeApi {
             events,
             drops,
             delay_ms: AtomicU64::new(0),
+            held: watch::channel(false).0,
             bookmark_ms: AtomicU64::new(1000),
             requests: Mutex::new(Vec::new()),
         });
@@ -213,6 +217,17 @@ impl KubeApi {
         self.inner.drops.send_modify(|n| *n += 1);
     }
 
+    /// Requests from now on wait, unanswered, until [`KubeApi::release`]: a test can change the
+    /// world while a client is reconnecting, whatever the machine's speed.
+    pub fn hold(&self) {
+        self.inner.held.send_replace(true);
+    }
+
+    /// Answers the requests [`KubeApi::hold`] kept waiting, against the world as it is now.
+    pub fn release(&self) {
+        self.inner.held.send_replace(false);
+    }
+
     /// Every answer waits `delay` first.
     pub fn set_delay(&self, delay: Duration) {
         self.inner
@@ -272,6 +287,9 @@ async fn serve(
         .lock()
         .unwrap()
         .push(format!("{path}?{}", shown.join("&")));
+    let mut held = inner.held.subscribe();
+    // The sender lives as long as `inner`, so waiting ends only on release.
+    let _ = held.wait_for(|held| !held).await;
     let delay = inner.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

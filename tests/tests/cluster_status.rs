@@ -286,8 +286,9 @@ async fn a_tenant_goes_committed_applied_running_through_the_watch() {
             .text()
             .await
             .unwrap();
-        if metrics.contains(r#"api_cluster_tenants{phase="applied",health="suspended"} 1"#)
-            && metrics.contains(r#"api_cluster_tenants{phase="committed",health="progressing"} 1"#)
+        // The exposition format orders labels by name.
+        if metrics.contains(r#"api_cluster_tenants{health="suspended",phase="applied"} 1"#)
+            && metrics.contains(r#"api_cluster_tenants{health="progressing",phase="committed"} 1"#)
         {
             break;
         }
@@ -543,7 +544,7 @@ async fn a_dropped_watch_resumes_and_a_410_relists() {
 
     // Expired: the watch comes back while history is compacted past it: 410, then a relist,
     // which brings what the lost events carried.
-    kube.set_delay(Duration::from_millis(400));
+    kube.hold();
     kube.drop_watches();
     kube.put(&kustomization(
         "acme",
@@ -562,6 +563,7 @@ async fn a_dropped_watch_resumes_and_a_410_relists() {
         vec![],
     ));
     kube.compact();
+    kube.release();
     let body = status_until(&p, "acme", |b| {
         codes(b).contains(&"FluxBuildFailed".to_owned())
     })
@@ -572,7 +574,6 @@ async fn a_dropped_watch_resumes_and_a_410_relists() {
         "no relist after 410: {:#?}",
         kube.requests()
     );
-    kube.set_delay(Duration::ZERO);
     kube.put(&kustomization(
         "acme",
         "True",
