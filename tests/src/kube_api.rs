@@ -280,6 +280,9 @@ async fn serve(
     kind: Kind,
     path: &str,
 ) -> Response {
+    // Which connections a drop ends is decided by when the request arrived: one that arrived
+    // before [`KubeApi::drop_watches`] is ended even if its stream starts after it.
+    let generation = *inner.drops.borrow();
     let sorted: BTreeMap<_, _> = query.iter().collect();
     let shown: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
     inner
@@ -323,7 +326,7 @@ async fn serve(
         let timeout = query
             .get("timeoutSeconds")
             .and_then(|t| t.parse::<u64>().ok());
-        return watch_stream(inner, kind, selector, rv, bookmarks, timeout);
+        return watch_stream(inner, kind, selector, rv, bookmarks, timeout, generation);
     }
     let world = inner.world.lock().unwrap();
     if let Some(rv) = rv.filter(|rv| *rv != 0 && *rv < world.floor) {
@@ -351,6 +354,7 @@ fn watch_stream(
     from: Option<u64>,
     bookmarks: bool,
     timeout: Option<u64>,
+    generation: u64,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     // Subscribe under the lock, so no event falls between the backlog and the live feed.
@@ -386,7 +390,11 @@ fn watch_stream(
         }
     };
     let mut drops = inner.drops.subscribe();
-    drops.borrow_and_update();
+    if *drops.borrow_and_update() != generation {
+        // Dropped while it was being set up: it ends at once, as a dropped connection does.
+        drop(tx);
+        return stream_response(rx);
+    }
     let bookmark_every = Duration::from_millis(inner.bookmark_ms.load(Ordering::Relaxed));
     tokio::spawn(async move {
         for l in backlog {
@@ -400,8 +408,11 @@ fn watch_stream(
         tick.tick().await;
         loop {
             tokio::select! {
-                _ = &mut deadline => return,
+                // A drop wins over events already queued: a dropped connection delivers nothing
+                // that happened after it.
+                biased;
                 _ = drops.changed() => return,
+                _ = &mut deadline => return,
                 _ = tick.tick(), if bookmarks => {
                     let object = json!({"apiVersion": kind.api_version(), "kind": kind.name(),
                         "metadata": {"resourceVersion": seen.to_string()}});
