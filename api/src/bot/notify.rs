@@ -152,20 +152,8 @@ impl Bot {
         let mut queued = self.notice(&n.tenant, &n.key, msg(false)).await? as usize;
         let mut messages = Vec::new();
         for &admin in &self.state.config.auth.admin_telegram_ids {
-            let chat = self.db.chat(admin).await?;
-            let reply = Reply {
-                text: text(lang_of(&chat, None), &msg(true)),
-                buttons: Vec::new(),
-                once: None,
-            };
-            messages.push(OutMsg {
-                id: format!("n-{}:admin:{admin}", n.key),
-                chat_id: admin,
-                method: "sendMessage".into(),
-                payload: send_message(admin, &reply),
-                // Queued once under the admins' key by `notice` below.
-                once: None,
-            });
+            let id = format!("n-{}:admin:{admin}", n.key);
+            messages.push(self.message_to(admin, id, &msg(true)).await?);
         }
         if !messages.is_empty()
             && self
@@ -338,20 +326,27 @@ impl Bot {
         let Some(telegram_id) = store.customer(&owner).await?.and_then(|c| c.telegram_id) else {
             return Ok(None);
         };
-        // A private chat's id is the user's id.
-        let chat = self.db.chat(telegram_id).await?;
+        self.message_to(telegram_id, format!("n-{key}"), msg)
+            .await
+            .map(Some)
+    }
+
+    /// `msg` to a user in their chat's language, as the call `id` (a private chat's id is the
+    /// user's id). Queued once by the caller's notice key, not by the message's own.
+    async fn message_to(&self, user: i64, id: String, msg: &Msg) -> Result<OutMsg, StoreError> {
+        let chat = self.db.chat(user).await?;
         let reply = Reply {
             text: text(lang_of(&chat, None), msg),
             buttons: Vec::new(),
             once: None,
         };
-        Ok(Some(OutMsg {
-            id: format!("n-{key}"),
-            chat_id: telegram_id,
+        Ok(OutMsg {
+            id,
+            chat_id: user,
             method: "sendMessage".into(),
-            payload: send_message(telegram_id, &reply),
+            payload: send_message(user, &reply),
             once: None,
-        }))
+        })
     }
 }
 
